@@ -1,0 +1,245 @@
+"""The run config: a pydantic schema loaded from YAML.
+
+Every section rejects unknown keys, and every error names the key's path (``search.population``)
+and the file, so a typo never silently falls back to a default. ``resolve`` writes every default
+out; the resolved config is what a run directory stores and what ``resume`` reads back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from merge3.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsConfig(_Section):
+    """The base model and the fine-tuned endpoints (local Hugging Face folders)."""
+
+    base: str
+    endpoints: dict[str, str] = Field(min_length=1)
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+
+
+class TaskConfig(_Section):
+    """One task: its items for the search (anchors come from here) and, optionally, for test."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    search: str
+    test: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = set(value) - {"id", "question", "choices", "answer"}
+        if unknown:
+            raise ValueError(
+                f"unknown field name {sorted(unknown)[0]!r} (id, question, choices, answer)"
+            )
+        return value
+
+
+class BenchmarkConfig(_Section):
+    tasks: list[TaskConfig] = Field(min_length=1)
+    target_delimiter: str = " "
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_names(cls, tasks: list[TaskConfig]) -> list[TaskConfig]:
+        names = [t.name for t in tasks]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"task name {sorted(dup)[0]!r} appears twice")
+        return tasks
+
+
+class AnchorsConfig(_Section):
+    n_per_task: int = Field(20, ge=1)
+    method: Literal["random"] = "random"
+    seed: int = 0
+
+
+class EstimatorConfig(_Section):
+    name: Literal["mean"] = "mean"
+
+
+class MergeConfig(_Section):
+    """The operator and which of its parameters the genome searches (and in what bounds)."""
+
+    operator: str = "task_arithmetic"
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, bounds: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in bounds.items():
+            if not low < high:
+                raise ValueError(f"bounds of {name!r}: lower {low} must be below upper {high}")
+        return bounds
+
+
+class SearchConfig(_Section):
+    algorithm: Literal["ga", "nsga2"] = "ga"
+    objectives: Literal["mean", "per_task"] | None = None
+    population: int = Field(16, ge=2)
+    generations: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class EvaluationConfig(_Section):
+    batch_size: int = Field(32, ge=1)
+    device: str = "cpu"
+    normalize: bool = False
+
+
+class RunConfig(_Section):
+    """A whole search: models, benchmark, anchors, estimator, merge genome, search, evaluation."""
+
+    name: str = "merge3-run"
+    prepare: Literal["tiny"] | None = None
+    models: ModelsConfig
+    benchmark: BenchmarkConfig
+    anchors: AnchorsConfig = AnchorsConfig()
+    estimator: EstimatorConfig = EstimatorConfig()
+    merge: MergeConfig = MergeConfig()
+    search: SearchConfig = SearchConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @property
+    def objective_mode(self) -> str:
+        """``mean`` (one objective) for GA, one per task for multi-objective algorithms."""
+        if self.search.objectives is not None:
+            return self.search.objectives
+        return "mean" if self.search.algorithm == "ga" else "per_task"
+
+    @property
+    def objective_names(self) -> list[str]:
+        if self.objective_mode == "mean":
+            return ["mean"]
+        return [t.name for t in self.benchmark.tasks]
+
+
+_ENV = re.compile(r"\$\{(\w+)\}")
+
+
+def _expand(value: str, base_dir: Path) -> str:
+    """Expand ``${VAR}`` (``MERGE3_CACHE`` defaults to the cache) and ``~``; anchor relative
+    paths at the config file's folder, so a config works from any working directory."""
+
+    def env(match: re.Match) -> str:
+        name = match.group(1)
+        if name == "MERGE3_CACHE" and name not in os.environ:
+            from merge3.tiny import cache_root
+
+            return str(cache_root())
+        if name not in os.environ:
+            raise ConfigError(f"environment variable ${{{name}}} is not set")
+        return os.environ[name]
+
+    path = Path(os.path.expanduser(_ENV.sub(env, value)))
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def _resolve_paths(cfg: RunConfig, base_dir: Path) -> RunConfig:
+    models = cfg.models.model_copy(
+        update={
+            "base": _expand(cfg.models.base, base_dir),
+            "endpoints": {k: _expand(v, base_dir) for k, v in cfg.models.endpoints.items()},
+        }
+    )
+    tasks = [
+        t.model_copy(
+            update={
+                "search": _expand(t.search, base_dir),
+                "test": _expand(t.test, base_dir) if t.test else None,
+            }
+        )
+        for t in cfg.benchmark.tasks
+    ]
+    bench = cfg.benchmark.model_copy(update={"tasks": tasks})
+    return cfg.model_copy(update={"models": models, "benchmark": bench})
+
+
+def _check_against_registry(cfg: RunConfig, source: str) -> None:
+    """What pydantic cannot know: the operator's name and parameters, the objective count."""
+    from merge3.merging import OPERATORS
+
+    op = OPERATORS.get(cfg.merge.operator)
+    if op is None:
+        known = ", ".join(sorted(OPERATORS))
+        raise ConfigError(
+            f"{source}: merge.operator: unknown operator {cfg.merge.operator!r} (known: {known})"
+        )
+    names = {p.name for p in op.parameters}
+    for section in ("bounds", "fixed"):
+        for key in getattr(cfg.merge, section):
+            if key not in names:
+                raise ConfigError(
+                    f"{source}: merge.{section}.{key}: {op.name!r} has no parameter {key!r} "
+                    f"(known: {', '.join(sorted(names))})"
+                )
+    if cfg.search.algorithm == "ga" and len(cfg.objective_names) > 1:
+        raise ConfigError(
+            f"{source}: search.objectives: 'ga' is single-objective; use objectives: mean "
+            "or algorithm: nsga2"
+        )
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    return f"{loc}: {msg}"
+
+
+def parse_config(data: Any, source: str = "config", base_dir: Path | None = None) -> RunConfig:
+    """Validate a config mapping; paths are resolved against ``base_dir`` (default: the CWD)."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the config must be a mapping of sections, got {type(data).__name__}"
+        )
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+    _check_against_registry(cfg, source)
+    return _resolve_paths(cfg, base_dir or Path.cwd())
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run config."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
+        raise ConfigError(f"{path}: invalid YAML{where}{problem}") from None
+    return parse_config(data, str(path), path.parent.resolve())
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML, every default written out."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,97 @@
+"""Fitness of a genome: merge in place → evaluate the anchors → estimate accuracy per task.
+
+Everything a genome cannot change (models, task vectors, tokenised anchor prompts, the
+estimator) is built once in :meth:`Fitness.build`; a call costs one merge and one pass of
+forward passes over the anchors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from merge3.config import RunConfig
+from merge3.data.items import Item
+from merge3.estimate import ESTIMATORS, Estimator
+from merge3.evaluate import MultipleChoiceEvaluator
+from merge3.evolve.genome import GenomeSpace
+from merge3.extract import AnchorSet
+from merge3.merging import MergeOperator, get_operator
+from merge3.models import Endpoints, load_causal_lm, load_tokenizer, parse_dtype
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one candidate's evaluation produced."""
+
+    recipe: dict
+    anchor_correct: dict[str, list[float]]
+    estimates: dict[str, float]
+    objectives: dict[str, float]
+    timings: dict[str, float]
+
+
+class Fitness:
+    """Callable: genome → :class:`Evaluation`."""
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        operator: MergeOperator,
+        space: GenomeSpace,
+        evaluators: Mapping[str, MultipleChoiceEvaluator],
+        estimator: Estimator,
+        objective_mode: str,
+    ) -> None:
+        self.endpoints = endpoints
+        self.operator = operator
+        self.space = space
+        self.evaluators = dict(evaluators)
+        self.estimator = estimator
+        self.objective_mode = objective_mode
+
+    @classmethod
+    def build(cls, cfg: RunConfig, items: Mapping[str, Sequence[Item]], anchors: AnchorSet) -> Fitness:
+        """Load the models once and tokenise the anchors once."""
+        operator = get_operator(cfg.merge.operator)
+        model = load_causal_lm(cfg.models.base, parse_dtype(cfg.models.dtype), cfg.evaluation.device)
+        tokenizer = load_tokenizer(cfg.models.base)
+        endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
+        endpoints.prepare(operator)
+        space = GenomeSpace(operator, list(cfg.models.endpoints), cfg.merge.bounds, cfg.merge.fixed)
+        evaluators = {}
+        for task, task_anchors in anchors.tasks.items():
+            by_id = {item.id: item for item in items[task]}
+            evaluators[task] = MultipleChoiceEvaluator(
+                [by_id[i] for i in task_anchors.items],
+                tokenizer,
+                batch_size=cfg.evaluation.batch_size,
+                target_delimiter=cfg.benchmark.target_delimiter,
+                normalize=cfg.evaluation.normalize,
+                device=cfg.evaluation.device,
+            )
+        estimator = ESTIMATORS[cfg.estimator.name](anchors)
+        return cls(endpoints, operator, space, evaluators, estimator, cfg.objective_mode)
+
+    def __call__(self, genome: np.ndarray) -> Evaluation:
+        t0 = time.perf_counter()
+        recipe = self.space.decode(genome)
+        self.endpoints.apply(self.operator, self.operator.resolve(recipe["params"], self.endpoints.n_models))
+        t1 = time.perf_counter()
+        correct = {task: ev(self.endpoints.model) for task, ev in self.evaluators.items()}
+        t2 = time.perf_counter()
+        estimates = {t: float(v[0]) for t, v in self.estimator.estimate({t: c[None] for t, c in correct.items()}).items()}
+        if self.objective_mode == "mean":
+            objectives = {"mean": float(np.mean(list(estimates.values())))}
+        else:
+            objectives = dict(estimates)
+        return Evaluation(
+            recipe=recipe,
+            anchor_correct={t: c.tolist() for t, c in correct.items()},
+            estimates=estimates,
+            objectives=objectives,
+            timings={"merge_s": t1 - t0, "evaluate_s": t2 - t1, "estimate_s": time.perf_counter() - t2},
+        )

@@ -1,0 +1,152 @@
+"""The ask-and-tell search loop, with a store row per candidate and a checkpoint per generation.
+
+Resume is exact because every source of randomness lives in state that is checkpointed (pymoo
+keeps its ``numpy.random.Generator`` inside the pickled algorithm) or is fixed by the config
+(anchors, seeds): re-asking a generation after a crash proposes the same genomes, and those
+already in ``run.sqlite`` are read back instead of being evaluated again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from pymoo.core.evaluator import Evaluator
+from pymoo.core.termination import NoTermination
+from pymoo.problems.static import StaticProblem
+
+from merge3.analysis import front_csv, front_of
+from merge3.config import RunConfig, dump_config, load_config
+from merge3.data.items import Item, load_jsonl_items
+from merge3.errors import RunDirError
+from merge3.evolve.algorithms import make_algorithm
+from merge3.evolve.fitness import Fitness
+from merge3.evolve.problem import MergeProblem
+from merge3.evolve.progress import Reporter, SilentReporter
+from merge3.extract import AnchorSet, random_anchors
+from merge3.runs import CandidateRow, CandidateStore, RunDir, atomic_write_text
+
+
+def prepare_assets(cfg: RunConfig) -> None:
+    """Build what the config says it can build (the bundled tiny setting) when it is missing."""
+    if cfg.prepare == "tiny":
+        from merge3.tiny import build_tiny
+
+        build_tiny()
+
+
+def load_search_items(cfg: RunConfig) -> dict[str, list[Item]]:
+    return {t.name: load_jsonl_items(t.search, t.name, t.fields) for t in cfg.benchmark.tasks}
+
+
+def start_search(config_path: str | Path, run_dir: str | Path, reporter: Reporter | None = None) -> RunDir:
+    """Validate everything, then create the run directory and search.
+
+    All checks that can fail on user input (config, model folders, item files, anchor counts)
+    run before the run directory is created, so a mistake leaves nothing behind.
+    """
+    cfg = load_config(config_path)
+    run = RunDir(run_dir)
+    if run.exists():
+        raise RunDirError(f"{run.path}: already holds a run; use `merge3 resume {run.path}` or another --run-dir")
+    prepare_assets(cfg)
+    items = load_search_items(cfg)
+    anchors = random_anchors(
+        {task: [item.id for item in task_items] for task, task_items in items.items()},
+        cfg.anchors.n_per_task,
+        cfg.anchors.seed,
+    )
+    fitness = Fitness.build(cfg, items, anchors)
+    run.create(dump_config(cfg))
+    atomic_write_text(run.anchors_path, _anchors_text(anchors))
+    _search(run, cfg, fitness, reporter or SilentReporter())
+    return run
+
+
+def resume_search(run_dir: str | Path, reporter: Reporter | None = None) -> RunDir:
+    """Continue a run from its newest intact checkpoint; stored candidates are not re-evaluated."""
+    run = RunDir(run_dir).require()
+    cfg = load_config(run.config_path)
+    prepare_assets(cfg)
+    items = load_search_items(cfg)
+    if run.anchors_path.is_file():
+        anchors = AnchorSet.load(run.anchors_path)
+    else:  # killed between writing config.yaml and anchors.json: the seed gives the same set
+        anchors = random_anchors(
+            {task: [item.id for item in task_items] for task, task_items in items.items()},
+            cfg.anchors.n_per_task,
+            cfg.anchors.seed,
+        )
+        atomic_write_text(run.anchors_path, _anchors_text(anchors))
+    fitness = Fitness.build(cfg, items, anchors)
+    _search(run, cfg, fitness, reporter or SilentReporter())
+    return run
+
+
+def _anchors_text(anchors: AnchorSet) -> str:
+    import json
+
+    return json.dumps(anchors.to_json(), indent=2)
+
+
+def _search(run: RunDir, cfg: RunConfig, fitness: Fitness, reporter: Reporter) -> None:
+    names = cfg.objective_names
+    problem = MergeProblem(fitness.space.lower, fitness.space.upper, len(names))
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        done = 0
+        algorithm = make_algorithm(cfg.search.algorithm, cfg.search.population, cfg.search.seed)
+        algorithm.setup(problem, termination=NoTermination(), seed=cfg.search.seed)
+    else:
+        done, state = checkpoint
+        algorithm = state["algorithm"]
+    store = run.store()
+    best: dict[str, float] = {}
+    for row in store:
+        best = _better(best, row.objectives)
+    reporter.start(cfg.search.generations, done)
+    try:
+        while done < cfg.search.generations:
+            population = algorithm.ask()
+            genomes = population.get("X")
+            reused = sum(store.get(done, i) is not None for i in range(len(genomes)))
+            reporter.generation(done, len(genomes), reused)
+            F = np.empty((len(genomes), len(names)))
+            for i, genome in enumerate(genomes):
+                row, was_stored = _evaluate_or_read(store, fitness, done, i, genome)
+                F[i] = [-row.objectives[n] for n in names]
+                best = _better(best, row.objectives)
+                reporter.candidate(best, was_stored)
+            Evaluator().eval(StaticProblem(problem, F=F), population)
+            algorithm.tell(infills=population)
+            done += 1
+            run.save_checkpoint(done, {"algorithm": algorithm, "generation": done})
+            atomic_write_text(run.front_path, front_csv(front_of(store, names), names, fitness.space.names))
+    finally:
+        reporter.finish()
+        store.close()
+
+
+def _evaluate_or_read(
+    store: CandidateStore, fitness: Fitness, generation: int, index: int, genome: np.ndarray
+) -> tuple[CandidateRow, bool]:
+    stored = store.get(generation, index)
+    if stored is not None:
+        if stored.genome != genome.tolist():
+            raise RunDirError(
+                f"{store.path}: candidate {index} of generation {generation} differs from the one "
+                "stored; the config, data or merge3 version changed since the run started"
+            )
+        return stored, True
+    ev = fitness(genome)
+    row = CandidateRow(
+        generation, index, genome.tolist(), ev.recipe, ev.objectives, ev.anchor_correct, ev.estimates, ev.timings
+    )
+    store.add(row)
+    return row, False
+
+
+def _better(best: Mapping[str, float], objectives: Mapping[str, float]) -> dict[str, float]:
+    """Per-objective maximum seen so far (the live 'best' line)."""
+    return {k: max(v, best.get(k, -np.inf)) for k, v in objectives.items()}

@@ -1,0 +1,85 @@
+"""Weighted averaging of whole models, and task arithmetic (Ilharco et al., ICLR 2023)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from merge3.merging.registry import MergeOperator, Parameter, ParamValues, register
+
+
+def weighted_sum_into(
+    out: torch.Tensor, base: torch.Tensor, task_vectors: torch.Tensor, coefficients: torch.Tensor
+) -> None:
+    """``out = base + Σ_t c_t τ_t`` in one pass over memory.
+
+    ``addmv`` reads the T task vectors and the base once and writes ``out`` once, which is the
+    physical floor of a linear merge; the naive ``base + (c[:, None] * τ).sum(0)`` allocates a
+    T-times larger temporary.
+    """
+    c = coefficients.to(device=task_vectors.device, dtype=task_vectors.dtype)
+    flat_tau = task_vectors.reshape(task_vectors.shape[0], -1)
+    if out.dtype in (torch.float32, torch.float64) and out.is_contiguous():
+        torch.addmv(base.reshape(-1), flat_tau.t(), c, out=out.view(-1))
+    else:  # half types: accumulate in fp32, then round once
+        acc = torch.addmv(base.reshape(-1).float(), flat_tau.t().float(), c.float())
+        out.copy_(acc.view_as(out))
+
+
+@register
+class TaskArithmetic(MergeOperator):
+    """θ = θ₀ + λ Σ_t w_t τ_t; with ``normalize`` the weights are divided by Σ_t w_t."""
+
+    name = "task_arithmetic"
+    parameters = (
+        Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0)),
+        Parameter("lambda", 1.0, bounds=(0.0, 2.0)),
+        Parameter("normalize", False),
+    )
+
+    def merge(
+        self,
+        out: torch.Tensor,
+        base: torch.Tensor,
+        task_vectors: torch.Tensor,
+        params: ParamValues,
+        prepared: Any = None,
+    ) -> None:
+        weights = params["weight"]
+        if params["normalize"]:
+            total = float(weights.sum())
+            weights = weights / total if total != 0 else weights
+        weighted_sum_into(out, base, task_vectors, weights * float(params["lambda"]))
+
+
+@register
+class Linear(MergeOperator):
+    """θ = Σ_t w_t θ_t over the endpoints (mergekit's ``linear``; the base gets no weight).
+
+    Computed as θ₀ + Σ_t w_t τ_t + (Σ_t w_t − 1) θ₀ so it reuses the resident task vectors; with
+    ``normalize`` (default) the weights are divided by their sum and the last term vanishes.
+    """
+
+    name = "linear"
+    parameters = (
+        Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0)),
+        Parameter("normalize", True),
+    )
+
+    def merge(
+        self,
+        out: torch.Tensor,
+        base: torch.Tensor,
+        task_vectors: torch.Tensor,
+        params: ParamValues,
+        prepared: Any = None,
+    ) -> None:
+        weights = params["weight"]
+        total = float(weights.sum())
+        if params["normalize"] and total != 0:
+            weights = weights / total
+            total = 1.0
+        weighted_sum_into(out, base, task_vectors, weights)
+        if total != 1.0:
+            out.add_(base, alpha=total - 1.0)

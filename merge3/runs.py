@@ -1,0 +1,295 @@
+"""A run directory: the resolved config, a SQLite store of every evaluation, checkpoints, front.
+
+Layout (see DESIGN.md)::
+
+    RUN_DIR/config.yaml            resolved config, every default written out
+    RUN_DIR/anchors.json           the anchors the run evaluates on
+    RUN_DIR/run.sqlite             one row per evaluated candidate (WAL, committed at once)
+    RUN_DIR/checkpoints/gen-0007.pkl   optimiser state after generation 7
+    RUN_DIR/front.csv              the current Pareto front
+
+Every file that is replaced is written to a temporary file and renamed into place, so a reader
+(or a resume after SIGKILL) only ever sees a complete file. Checkpoints also carry a format
+version and a SHA-256 of their payload: a truncated or corrupt one is skipped in favour of the
+previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dill
+
+from merge3.errors import RunDirError
+
+CHECKPOINT_MAGIC = b"MERGE3CK"
+CHECKPOINT_FORMAT = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide run files from collaborators
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    """One evaluated candidate, as stored."""
+
+    generation: int
+    index: int
+    genome: list[float]
+    recipe: dict
+    objectives: dict[str, float]
+    anchor_correct: dict[str, list[float]]
+    estimates: dict[str, float]
+    timings: dict[str, float]
+
+
+class CandidateStore:
+    """SQLite table of evaluated candidates, keyed by (generation, index in generation)."""
+
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS candidates (
+        generation INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        genome TEXT NOT NULL,
+        recipe TEXT NOT NULL,
+        objectives TEXT NOT NULL,
+        anchor_correct TEXT NOT NULL,
+        estimates TEXT NOT NULL,
+        timings TEXT NOT NULL,
+        created REAL NOT NULL DEFAULT (julianday('now')),
+        PRIMARY KEY (generation, idx)
+    )"""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(self._SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise RunDirError(f"{path}: not a merge3 run database ({exc})") from None
+
+    def add(self, row: CandidateRow) -> None:
+        """Insert one candidate and commit it at once (autocommit)."""
+        self._db.execute(
+            "INSERT INTO candidates (generation, idx, genome, recipe, objectives, "
+            "anchor_correct, estimates, timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.generation,
+                row.index,
+                json.dumps(row.genome),
+                json.dumps(row.recipe),
+                json.dumps(row.objectives),
+                json.dumps(row.anchor_correct),
+                json.dumps(row.estimates),
+                json.dumps(row.timings),
+            ),
+        )
+
+    def get(self, generation: int, index: int) -> CandidateRow | None:
+        cur = self._db.execute(
+            "SELECT generation, idx, genome, recipe, objectives, anchor_correct, estimates, "
+            "timings FROM candidates WHERE generation = ? AND idx = ?",
+            (generation, index),
+        )
+        found = cur.fetchone()
+        return self._row(found) if found else None
+
+    def __iter__(self) -> Iterator[CandidateRow]:
+        cur = self._db.execute(
+            "SELECT generation, idx, genome, recipe, objectives, anchor_correct, estimates, "
+            "timings FROM candidates ORDER BY generation, idx"
+        )
+        return (self._row(r) for r in cur.fetchall())
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+
+    @staticmethod
+    def _row(r: tuple) -> CandidateRow:
+        return CandidateRow(r[0], r[1], *(json.loads(x) for x in r[2:]))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _checkpoint_bytes(state: Any) -> bytes:
+    # dill, as pymoo's checkpoint docs advise: pymoo's operators hold decorated local functions
+    # that the standard pickle cannot serialise.
+    payload = dill.dumps(state, protocol=dill.HIGHEST_PROTOCOL)
+    header = CHECKPOINT_MAGIC + CHECKPOINT_FORMAT.to_bytes(4, "little")
+    return header + hashlib.sha256(payload).digest() + payload
+
+
+def _read_checkpoint(path: Path) -> Any:
+    """Unpickle a checkpoint of this run after checking magic, format and checksum."""
+    data = path.read_bytes()
+    head = len(CHECKPOINT_MAGIC)
+    if len(data) < head + 36 or data[:head] != CHECKPOINT_MAGIC:
+        raise ValueError("not a merge3 checkpoint")
+    version = int.from_bytes(data[head : head + 4], "little")
+    if version != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format {version}, expected {CHECKPOINT_FORMAT}")
+    digest, payload = data[head + 4 : head + 36], data[head + 36 :]
+    if hashlib.sha256(payload).digest() != digest:
+        raise ValueError("checksum mismatch (truncated or corrupt)")
+    return dill.loads(payload)  # only files of this run's own directory are read
+
+
+class RunDir:
+    """Paths and file formats of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def anchors_path(self) -> Path:
+        return self.path / "anchors.json"
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / "run.sqlite"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def front_path(self) -> Path:
+        return self.path / "front.csv"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def require(self) -> RunDir:
+        """Fail clearly when ``path`` is not a run directory."""
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path}: run directory not found")
+        if not self.config_path.is_file():
+            raise RunDirError(f"{self.path}: not a merge3 run directory (no config.yaml)")
+        return self
+
+    def create(self, config_yaml: str) -> None:
+        """Start a new run; refuse to write into a directory that already holds one."""
+        if self.exists():
+            raise RunDirError(
+                f"{self.path}: already holds a run; use `merge3 resume {self.path}` or another --run-dir"
+            )
+        if self.path.exists() and any(self.path.iterdir()):
+            raise RunDirError(f"{self.path}: exists and is not empty; choose another --run-dir")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir.mkdir(exist_ok=True)
+        atomic_write_text(self.config_path, config_yaml)
+
+    def store(self) -> CandidateStore:
+        return CandidateStore(self.db_path)
+
+    def save_checkpoint(self, generation: int, state: Any) -> Path:
+        path = self.checkpoint_dir / f"gen-{generation:04d}.pkl"
+        atomic_write_bytes(path, _checkpoint_bytes(state))
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint files, newest generation first (temporary files never match)."""
+        return sorted(self.checkpoint_dir.glob("gen-[0-9][0-9][0-9][0-9].pkl"), reverse=True)
+
+    def latest_checkpoint(self) -> tuple[int, Any] | None:
+        """The newest checkpoint that reads back intact, with its generation; else ``None``."""
+        for path in self.checkpoints():
+            try:
+                return int(path.stem.split("-")[1]), _read_checkpoint(path)
+            except Exception as exc:  # a damaged checkpoint must never stop a resume
+                warnings.warn(f"{path}: skipped ({exc})", stacklevel=2)
+        return None
+
+
+class Run:
+    """A run directory opened for reading: config, every candidate, the front (for notebooks)."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        from merge3.config import load_config
+
+        self.dir = run_dir
+        self.config = load_config(run_dir.config_path)
+        self.objectives = self.config.objective_names
+        if run_dir.db_path.is_file():
+            store = run_dir.store()
+            self.rows = list(store)
+            store.close()
+        else:
+            self.rows = []
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.rows)
+
+    def gene_names(self) -> list[str]:
+        from merge3.evolve.genome import GenomeSpace
+        from merge3.merging import get_operator
+
+        m = self.config.merge
+        space = GenomeSpace(get_operator(m.operator), list(self.config.models.endpoints), m.bounds, m.fixed)
+        return space.names
+
+    def front_rows(self) -> list[CandidateRow]:
+        from merge3.analysis import front_of
+
+        return front_of(self.rows, self.objectives)
+
+    def candidates(self):
+        """Every evaluated candidate as a pandas DataFrame: genes, objectives, timings."""
+        import pandas as pd
+
+        genes = self.gene_names()
+        records = []
+        for r in self.rows:
+            rec: dict[str, Any] = {"generation": r.generation, "index": r.index}
+            rec.update(dict(zip(genes, r.genome, strict=True)))
+            rec.update(r.objectives)
+            rec.update({f"estimate/{k}": v for k, v in r.estimates.items() if k not in r.objectives})
+            rec.update(r.timings)
+            records.append(rec)
+        return pd.DataFrame.from_records(records)
+
+    def front(self):
+        """The Pareto front as a DataFrame (same columns as :meth:`candidates`)."""
+        df = self.candidates()
+        keep = {(r.generation, r.index) for r in self.front_rows()}
+        mask = [(g, i) in keep for g, i in zip(df["generation"], df["index"], strict=True)]
+        return df[mask].reset_index(drop=True)
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run directory for reading (``merge3 front`` and notebooks use this)."""
+    return Run(RunDir(path).require())
