@@ -15,17 +15,20 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,demo]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,demo]"
 	@touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check merge3 tests experiments benchmarks
 	$(BIN)/python -m pytest -q
 
+# Until `merge3 demo` (SmolLM2 + MMLU) lands, the main job is the tiny end-to-end search.
+DEMO_RUN ?= runs/demo-tiny-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
-	$(BIN)/merge3 demo
+	$(BIN)/merge3 search experiments/configs/tiny.yaml --run-dir $(DEMO_RUN)
+	$(BIN)/merge3 front $(DEMO_RUN) --json
 
 lint: $(STAMP)
 	$(BIN)/ruff check merge3 tests experiments benchmarks

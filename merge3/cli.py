@@ -29,7 +29,9 @@ _state = {"debug": False}
 
 @app.callback()
 def _global(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for user errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for user errors.")
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -56,14 +58,18 @@ def _reporter(quiet: bool):
     return PlainReporter() if quiet or not sys.stderr.isatty() else RichReporter()
 
 
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of progress bars.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Plain log lines instead of progress bars.")
+]
 
 
 @app.command()
 @user_errors
 def search(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
-    run_dir: Annotated[Path, typer.Option("--run-dir", help="Where the run is written.")] = Path("runs/latest"),
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Where the run is written.")] = Path(
+        "runs/latest"
+    ),
     quiet: QuietOpt = False,
 ) -> None:
     """Start a search described by CONFIG; everything it evaluates goes to --run-dir."""
@@ -126,7 +132,9 @@ def _print_front(run_dir: Path, fmt: str) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"Pareto front of {run_dir} ({len(rows)} of {run.n_candidates} candidates)")
+        table = Table(
+            title=f"Pareto front of {run_dir} ({len(rows)} of {run.n_candidates} candidates)"
+        )
         table.add_column("gen/idx")
         for name in run.objectives:
             table.add_column(name, justify="right")
@@ -135,7 +143,11 @@ def _print_front(run_dir: Path, fmt: str) -> None:
             params = ", ".join(
                 f"{k}={_short(v)}" for k, v in r.recipe["params"].items() if not isinstance(v, bool)
             )
-            table.add_row(f"{r.generation}/{r.index}", *(f"{r.objectives[n]:.3f}" for n in run.objectives), params)
+            table.add_row(
+                f"{r.generation}/{r.index}",
+                *(f"{r.objectives[n]:.3f}" for n in run.objectives),
+                params,
+            )
         Console().print(table)
 
 
@@ -146,6 +158,7 @@ def _short(value: Any) -> str:
 
 
 # extra verbs
+__import__("merge3.cli_estimate").cli_estimate.add_commands(app)
 
 
 def main() -> None:

@@ -200,14 +200,19 @@ class RunDir:
             raise RunDirError(f"{self.path}: not a merge3 run directory (no config.yaml)")
         return self
 
-    def create(self, config_yaml: str) -> None:
-        """Start a new run; refuse to write into a directory that already holds one."""
+    def check_new(self) -> None:
+        """Refuse a folder that holds a run or anything else: a new run never overwrites."""
         if self.exists():
             raise RunDirError(
-                f"{self.path}: already holds a run; use `merge3 resume {self.path}` or another --run-dir"
+                f"{self.path}: already holds a run; "
+                f"use `merge3 resume {self.path}` or another --run-dir"
             )
-        if self.path.exists() and any(self.path.iterdir()):
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise RunDirError(f"{self.path}: exists and is not empty; choose another --run-dir")
+
+    def create(self, config_yaml: str) -> None:
+        """Start a new run in an empty or absent folder."""
+        self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir.mkdir(exist_ok=True)
         atomic_write_text(self.config_path, config_yaml)
@@ -259,7 +264,9 @@ class Run:
         from merge3.merging import get_operator
 
         m = self.config.merge
-        space = GenomeSpace(get_operator(m.operator), list(self.config.models.endpoints), m.bounds, m.fixed)
+        space = GenomeSpace(
+            get_operator(m.operator), list(self.config.models.endpoints), m.bounds, m.fixed
+        )
         return space.names
 
     def front_rows(self) -> list[CandidateRow]:
@@ -277,7 +284,9 @@ class Run:
             rec: dict[str, Any] = {"generation": r.generation, "index": r.index}
             rec.update(dict(zip(genes, r.genome, strict=True)))
             rec.update(r.objectives)
-            rec.update({f"estimate/{k}": v for k, v in r.estimates.items() if k not in r.objectives})
+            rec.update(
+                {f"estimate/{k}": v for k, v in r.estimates.items() if k not in r.objectives}
+            )
             rec.update(r.timings)
             records.append(rec)
         return pd.DataFrame.from_records(records)

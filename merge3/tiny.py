@@ -98,6 +98,7 @@ def _train_tokenizer(out: Path):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=320,
+        show_progress=False,
         special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
@@ -164,6 +165,9 @@ def build_tiny(root: Path | None = None, seed: int = 0, force: bool = False) -> 
     target = Path(root) if root is not None else tiny_dir()
     if target.is_dir() and (target / "DONE").is_file() and not force:
         return target
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -179,9 +183,14 @@ def build_tiny(root: Path | None = None, seed: int = 0, force: bool = False) -> 
             base.save_pretrained(work / f"ft-{task}")
             tokenizer.save_pretrained(work / f"ft-{task}")
         (work / "DONE").write_text(VERSION + "\n")
-        if target.exists():
+        if force and target.exists():
             shutil.rmtree(target)
-        os.replace(work, target)
+        try:
+            os.replace(work, target)
+        except OSError:
+            # Another process finished the same build first: theirs is as good as ours.
+            if not (target / "DONE").is_file():
+                raise
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -54,10 +54,14 @@ class Fitness:
         self.objective_mode = objective_mode
 
     @classmethod
-    def build(cls, cfg: RunConfig, items: Mapping[str, Sequence[Item]], anchors: AnchorSet) -> Fitness:
+    def build(
+        cls, cfg: RunConfig, items: Mapping[str, Sequence[Item]], anchors: AnchorSet
+    ) -> Fitness:
         """Load the models once and tokenise the anchors once."""
         operator = get_operator(cfg.merge.operator)
-        model = load_causal_lm(cfg.models.base, parse_dtype(cfg.models.dtype), cfg.evaluation.device)
+        model = load_causal_lm(
+            cfg.models.base, parse_dtype(cfg.models.dtype), cfg.evaluation.device
+        )
         tokenizer = load_tokenizer(cfg.models.base)
         endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
         endpoints.prepare(operator)
@@ -79,11 +83,16 @@ class Fitness:
     def __call__(self, genome: np.ndarray) -> Evaluation:
         t0 = time.perf_counter()
         recipe = self.space.decode(genome)
-        self.endpoints.apply(self.operator, self.operator.resolve(recipe["params"], self.endpoints.n_models))
+        self.endpoints.apply(
+            self.operator, self.operator.resolve(recipe["params"], self.endpoints.n_models)
+        )
         t1 = time.perf_counter()
         correct = {task: ev(self.endpoints.model) for task, ev in self.evaluators.items()}
         t2 = time.perf_counter()
-        estimates = {t: float(v[0]) for t, v in self.estimator.estimate({t: c[None] for t, c in correct.items()}).items()}
+        estimates = {
+            t: float(v[0])
+            for t, v in self.estimator.estimate({t: c[None] for t, c in correct.items()}).items()
+        }
         if self.objective_mode == "mean":
             objectives = {"mean": float(np.mean(list(estimates.values())))}
         else:
@@ -93,5 +102,9 @@ class Fitness:
             anchor_correct={t: c.tolist() for t, c in correct.items()},
             estimates=estimates,
             objectives=objectives,
-            timings={"merge_s": t1 - t0, "evaluate_s": t2 - t1, "estimate_s": time.perf_counter() - t2},
+            timings={
+                "merge_s": t1 - t0,
+                "evaluate_s": t2 - t1,
+                "estimate_s": time.perf_counter() - t2,
+            },
         )

@@ -45,7 +45,9 @@ class GenomeSpace:
                 continue
             low, high = bounds.get(p.name, p.bounds)
             if p.per_model:
-                genes += [Gene(f"{p.name}[{e}]", p.name, i, low, high) for i, e in enumerate(endpoints)]
+                genes += [
+                    Gene(f"{p.name}[{e}]", p.name, i, low, high) for i, e in enumerate(endpoints)
+                ]
             else:
                 genes.append(Gene(p.name, p.name, None, low, high))
         self.genes = tuple(genes)
@@ -71,7 +73,9 @@ class GenomeSpace:
             if gene.endpoint is None:
                 values[gene.parameter] = float(x)
             else:
-                values.setdefault(gene.parameter, [0.0] * len(self.endpoints))[gene.endpoint] = float(x)
+                values.setdefault(gene.parameter, [0.0] * len(self.endpoints))[gene.endpoint] = (
+                    float(x)
+                )
         for p in self.operator.parameters:
             if p.name not in values:  # a scalar per-model value applies to every endpoint
                 values[p.name] = self.fixed.get(p.name, p.default)

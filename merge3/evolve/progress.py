@@ -55,7 +55,13 @@ class RichReporter(SilentReporter):
     """A bar for generations, one for the candidates of the current one, and the best so far."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -69,13 +75,17 @@ class RichReporter(SilentReporter):
 
     def start(self, generations: int, done: int) -> None:
         self.progress.start()
-        self._gens = self.progress.add_task("generations", total=generations, completed=done, best="")
+        self._gens = self.progress.add_task(
+            "generations", total=generations, completed=done, best=""
+        )
 
     def generation(self, generation: int, size: int, reused: int) -> None:
         if self._cands is not None:
             self.progress.remove_task(self._cands)
             self.progress.advance(self._gens)
-        self._cands = self.progress.add_task(f"gen {generation + 1} candidates", total=size, best="")
+        self._cands = self.progress.add_task(
+            f"gen {generation + 1} candidates", total=size, best=""
+        )
 
     def candidate(self, best: dict[str, float], reused: bool) -> None:
         self.progress.advance(self._cands)

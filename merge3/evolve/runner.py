@@ -40,7 +40,9 @@ def load_search_items(cfg: RunConfig) -> dict[str, list[Item]]:
     return {t.name: load_jsonl_items(t.search, t.name, t.fields) for t in cfg.benchmark.tasks}
 
 
-def start_search(config_path: str | Path, run_dir: str | Path, reporter: Reporter | None = None) -> RunDir:
+def start_search(
+    config_path: str | Path, run_dir: str | Path, reporter: Reporter | None = None
+) -> RunDir:
     """Validate everything, then create the run directory and search.
 
     All checks that can fail on user input (config, model folders, item files, anchor counts)
@@ -48,8 +50,7 @@ def start_search(config_path: str | Path, run_dir: str | Path, reporter: Reporte
     """
     cfg = load_config(config_path)
     run = RunDir(run_dir)
-    if run.exists():
-        raise RunDirError(f"{run.path}: already holds a run; use `merge3 resume {run.path}` or another --run-dir")
+    run.check_new()
     prepare_assets(cfg)
     items = load_search_items(cfg)
     anchors = random_anchors(
@@ -122,7 +123,9 @@ def _search(run: RunDir, cfg: RunConfig, fitness: Fitness, reporter: Reporter) -
             algorithm.tell(infills=population)
             done += 1
             run.save_checkpoint(done, {"algorithm": algorithm, "generation": done})
-            atomic_write_text(run.front_path, front_csv(front_of(store, names), names, fitness.space.names))
+            atomic_write_text(
+                run.front_path, front_csv(front_of(store, names), names, fitness.space.names)
+            )
     finally:
         reporter.finish()
         store.close()
@@ -141,7 +144,14 @@ def _evaluate_or_read(
         return stored, True
     ev = fitness(genome)
     row = CandidateRow(
-        generation, index, genome.tolist(), ev.recipe, ev.objectives, ev.anchor_correct, ev.estimates, ev.timings
+        generation,
+        index,
+        genome.tolist(),
+        ev.recipe,
+        ev.objectives,
+        ev.anchor_correct,
+        ev.estimates,
+        ev.timings,
     )
     store.add(row)
     return row, False
