@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check merge3 tests experiments benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # Until `merge3 demo` (SmolLM2 + MMLU) lands, the main job is the tiny end-to-end search.
@@ -31,12 +31,12 @@ demo: $(STAMP)
 	$(BIN)/merge3 front $(DEMO_RUN) --json
 
 lint: $(STAMP)
-	$(BIN)/ruff check merge3 tests experiments benchmarks
-	$(BIN)/ruff format --check merge3 tests experiments benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: $(STAMP)
-	$(BIN)/ruff format merge3 tests experiments benchmarks
-	$(BIN)/ruff check --fix merge3 tests experiments benchmarks
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) .pytest_cache

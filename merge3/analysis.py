@@ -21,14 +21,31 @@ def pareto_indices(objectives: np.ndarray) -> np.ndarray:
     return np.sort(np.asarray(front, dtype=int))
 
 
-def front_of(rows: Iterable[CandidateRow], names: Sequence[str]) -> list[CandidateRow]:
-    """The non-dominated candidates, one per distinct genome, best first on the first objective.
+def hypervolume(objectives: np.ndarray) -> float:
+    """Hypervolume of accuracies (higher is better) against the all-zero reference point.
 
-    The same genome evaluated twice (pymoo may re-propose a survivor) appears once.
+    Accuracies live in [0, 1], so 0 is a reference every candidate dominates; with one
+    objective the hypervolume is simply the best accuracy.
+    """
+    from pymoo.indicators.hv import HV
+
+    objectives = np.asarray(objectives, dtype=float)
+    if len(objectives) == 0:
+        return 0.0
+    if objectives.shape[1] == 1:
+        return float(objectives.max())
+    return float(HV(ref_point=np.zeros(objectives.shape[1]))(-objectives))
+
+
+def front_of(rows: Iterable[CandidateRow], names: Sequence[str]) -> list[CandidateRow]:
+    """The non-dominated candidates, one per distinct objective vector, best first.
+
+    Accuracies on a few anchors are coarse, so many genomes tie; the front keeps the first
+    candidate (by generation, then index) that reached each trade-off.
     """
     unique: dict[tuple, CandidateRow] = {}
-    for row in rows:
-        unique.setdefault(tuple(row.genome), row)
+    for row in sorted(rows, key=lambda r: (r.generation, r.index)):
+        unique.setdefault(tuple(row.objectives[n] for n in names), row)
     candidates = list(unique.values())
     if not candidates:
         return []
@@ -63,3 +80,58 @@ def front_csv(rows: Sequence[CandidateRow], names: Sequence[str], genes: Sequenc
     for r in rows:
         writer.writerow([r.generation, r.index, *(r.objectives[n] for n in names), *r.genome])
     return buf.getvalue()
+
+
+def plot_front(
+    rows: Sequence[CandidateRow], front: Sequence[CandidateRow], names: Sequence[str], ax=None
+):
+    """One objective: accuracy per generation. Two or more: the first two objectives' plane."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    on_front = {(r.generation, r.index) for r in front}
+    if len(names) == 1:
+        xs = [r.generation for r in rows]
+        ys = [r.objectives[names[0]] for r in rows]
+        ax.scatter(xs, ys, s=14, alpha=0.5, label="candidates")
+        best = [
+            (r.generation, r.objectives[names[0]])
+            for r in rows
+            if (r.generation, r.index) in on_front
+        ]
+        ax.scatter(*zip(*best, strict=True), s=40, color="C3", label="best")
+        ax.set_xlabel("generation")
+        ax.set_ylabel(f"estimated accuracy ({names[0]})")
+    else:
+        x, y = names[0], names[1]
+        ax.scatter(
+            [r.objectives[x] for r in rows],
+            [r.objectives[y] for r in rows],
+            s=14,
+            alpha=0.4,
+            label="candidates",
+        )
+        pts = sorted((r.objectives[x], r.objectives[y]) for r in front)
+        ax.plot(*zip(*pts, strict=True), "o-", color="C3", label="Pareto front")
+        ax.set_xlabel(f"estimated accuracy ({x})")
+        ax.set_ylabel(f"estimated accuracy ({y})")
+    ax.legend(loc="lower left")
+    return ax
+
+
+def plot_progress(evaluations, hypervolume, names: Sequence[str], ax=None):
+    """Best-so-far of every objective and the hypervolume against the generation."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    by_gen = evaluations.groupby("generation")[list(names)].max().cummax()
+    for name in names:
+        ax.plot(by_gen.index, by_gen[name], marker="o", label=f"best {name}")
+    if len(names) > 1:
+        ax.plot(hypervolume.index, hypervolume.values, "k--", marker="s", label="hypervolume")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("estimated accuracy")
+    ax.legend(loc="lower right")
+    return ax

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import dill
+import numpy as np
 
 from merge3.errors import RunDirError
 
@@ -274,8 +275,8 @@ class Run:
 
         return front_of(self.rows, self.objectives)
 
-    def candidates(self):
-        """Every evaluated candidate as a pandas DataFrame: genes, objectives, timings."""
+    def evaluations(self):
+        """Every evaluated candidate as a DataFrame: genes, objectives, estimates, timings."""
         import pandas as pd
 
         genes = self.gene_names()
@@ -289,14 +290,43 @@ class Run:
             )
             rec.update(r.timings)
             records.append(rec)
+        if not records:
+            return pd.DataFrame(columns=["generation", "index", *genes, *self.objectives])
         return pd.DataFrame.from_records(records)
 
     def front(self):
-        """The Pareto front as a DataFrame (same columns as :meth:`candidates`)."""
-        df = self.candidates()
+        """The Pareto front as a DataFrame (same columns as :meth:`evaluations`)."""
+        df = self.evaluations()
         keep = {(r.generation, r.index) for r in self.front_rows()}
         mask = [(g, i) in keep for g, i in zip(df["generation"], df["index"], strict=True)]
         return df[mask].reset_index(drop=True)
+
+    def hypervolume(self):
+        """Hypervolume of everything evaluated up to each generation (a pandas Series).
+
+        It never decreases; a flat tail says the search has stopped finding better trade-offs.
+        """
+        import pandas as pd
+
+        from merge3.analysis import hypervolume
+
+        values = np.array([[r.objectives[n] for n in self.objectives] for r in self.rows])
+        gens = np.array([r.generation for r in self.rows])
+        index = sorted(set(gens.tolist()))
+        hv = [hypervolume(values[gens <= g]) for g in index]
+        return pd.Series(hv, index=pd.Index(index, name="generation"), name="hypervolume")
+
+    def plot_front(self, ax=None):
+        """Scatter of every candidate with the front highlighted (matplotlib Axes)."""
+        from merge3.analysis import plot_front
+
+        return plot_front(self.rows, self.front_rows(), self.objectives, ax=ax)
+
+    def plot_progress(self, ax=None):
+        """Best value of each objective and the hypervolume, per generation."""
+        from merge3.analysis import plot_progress
+
+        return plot_progress(self.evaluations(), self.hypervolume(), self.objectives, ax=ax)
 
 
 def load_run(path: str | Path) -> Run:

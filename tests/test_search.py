@@ -71,7 +71,7 @@ def test_search_writes_the_documented_run_directory(reference: Path):
     assert row.estimates.keys() == {"add", "next", "color"}
     assert row.objectives["mean"] == pytest.approx(sum(row.estimates.values()) / 3)
     assert row.timings["merge_s"] > 0 and row.timings["evaluate_s"] > 0
-    df = run.candidates()
+    df = run.evaluations()
     assert list(df.columns[:6]) == [
         "generation",
         "index",
