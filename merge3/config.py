@@ -79,6 +79,8 @@ class MergeConfig(_Section):
     operator: str = "task_arithmetic"
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
+    step: float | None = Field(None, gt=0)
+    """Grid of the searched values (MERGE³ uses 0.1): genes are rounded to lower + k·step."""
 
     @field_validator("bounds")
     @classmethod
@@ -90,7 +92,7 @@ class MergeConfig(_Section):
 
 
 class SearchConfig(_Section):
-    algorithm: Literal["ga", "nsga2"] = "ga"
+    algorithm: Literal["ga", "de", "cmaes", "nsga2", "nsga3"] = "ga"
     objectives: Literal["mean", "per_task"] | None = None
     population: int = Field(16, ge=2)
     generations: int = Field(10, ge=1)
@@ -118,10 +120,10 @@ class RunConfig(_Section):
 
     @property
     def objective_mode(self) -> str:
-        """``mean`` (one objective) for GA, one per task for multi-objective algorithms."""
+        """``mean`` (one objective) for single-objective algorithms, else one per task."""
         if self.search.objectives is not None:
             return self.search.objectives
-        return "mean" if self.search.algorithm == "ga" else "per_task"
+        return "mean" if self.search.algorithm in ("ga", "de", "cmaes") else "per_task"
 
     @property
     def objective_names(self) -> list[str]:
@@ -189,11 +191,14 @@ def _check_against_registry(cfg: RunConfig, source: str) -> None:
                     f"{source}: merge.{section}.{key}: {op.name!r} has no parameter {key!r} "
                     f"(known: {', '.join(sorted(names))})"
                 )
-    if cfg.search.algorithm == "ga" and len(cfg.objective_names) > 1:
+    single = cfg.search.algorithm in ("ga", "de", "cmaes")
+    if single and len(cfg.objective_names) > 1:
         raise ConfigError(
-            f"{source}: search.objectives: 'ga' is single-objective; use objectives: mean "
-            "or algorithm: nsga2"
+            f"{source}: search.objectives: {cfg.search.algorithm!r} is single-objective; "
+            "use objectives: mean or a multi-objective algorithm (nsga2, nsga3)"
         )
+    if cfg.search.algorithm == "nsga3" and len(cfg.objective_names) < 2:
+        raise ConfigError(f"{source}: search.algorithm: 'nsga3' needs two or more objectives")
 
 
 def _first_error(exc: ValidationError) -> str:

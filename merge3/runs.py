@@ -85,7 +85,8 @@ class CandidateStore:
         timings TEXT NOT NULL,
         created REAL NOT NULL DEFAULT (julianday('now')),
         PRIMARY KEY (generation, idx)
-    )"""
+    );
+    CREATE INDEX IF NOT EXISTS candidates_by_recipe ON candidates (recipe)"""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -93,7 +94,7 @@ class CandidateStore:
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(self._SCHEMA)
+            self._db.executescript(self._SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise RunDirError(f"{path}: not a merge3 run database ({exc})") from None
 
@@ -119,6 +120,16 @@ class CandidateStore:
             "SELECT generation, idx, genome, recipe, objectives, anchor_correct, estimates, "
             "timings FROM candidates WHERE generation = ? AND idx = ?",
             (generation, index),
+        )
+        found = cur.fetchone()
+        return self._row(found) if found else None
+
+    def find_recipe(self, recipe: dict) -> CandidateRow | None:
+        """The first stored candidate with exactly this recipe (genomes on a grid repeat)."""
+        cur = self._db.execute(
+            "SELECT generation, idx, genome, recipe, objectives, anchor_correct, estimates, "
+            "timings FROM candidates WHERE recipe = ? ORDER BY generation, idx LIMIT 1",
+            (json.dumps(recipe),),
         )
         found = cur.fetchone()
         return self._row(found) if found else None
@@ -262,13 +273,8 @@ class Run:
 
     def gene_names(self) -> list[str]:
         from merge3.evolve.genome import GenomeSpace
-        from merge3.merging import get_operator
 
-        m = self.config.merge
-        space = GenomeSpace(
-            get_operator(m.operator), list(self.config.models.endpoints), m.bounds, m.fixed
-        )
-        return space.names
+        return GenomeSpace.from_config(self.config).names
 
     def front_rows(self) -> list[CandidateRow]:
         from merge3.analysis import front_of

@@ -44,3 +44,15 @@ def test_wrong_genome_length_is_refused():
     space = GenomeSpace(get_operator("linear"), ["a", "b"])
     with pytest.raises(ValueError, match="3 genes, the space 2"):
         space.decode([0.1, 0.2, 0.3])
+
+
+def test_step_snaps_genes_to_the_grid_inside_the_bounds():
+    space = GenomeSpace(
+        get_operator("task_arithmetic"), ["a", "b"], bounds={"lambda": (0.5, 1.5)}, step=0.1
+    )
+    assert space.snap([0.34, 0.96, 1.449]) == [0.3, 1.0, 1.4]
+    assert space.snap([0.0, 1.0, 0.5]) == [0.0, 1.0, 0.5]
+    recipe = space.decode([0.349999, 0.651, 1.04])
+    assert recipe["params"]["weight"] == [0.3, 0.7] and recipe["params"]["lambda"] == 1.0
+    coarse = GenomeSpace(get_operator("task_arithmetic"), ["a"], fixed={"lambda": 1.0}, step=0.3)
+    assert coarse.snap([0.99]) == [0.9]  # 1.2 would leave the bounds [0, 1]

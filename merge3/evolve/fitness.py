@@ -65,7 +65,7 @@ class Fitness:
         tokenizer = load_tokenizer(cfg.models.base)
         endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
         endpoints.prepare(operator)
-        space = GenomeSpace(operator, list(cfg.models.endpoints), cfg.merge.bounds, cfg.merge.fixed)
+        space = GenomeSpace.from_config(cfg)
         evaluators = {}
         for task, task_anchors in anchors.tasks.items():
             by_id = {item.id: item for item in items[task]}

@@ -34,8 +34,10 @@ class GenomeSpace:
         endpoints: Sequence[str],
         bounds: Mapping[str, tuple[float, float]] | None = None,
         fixed: Mapping[str, Any] | None = None,
+        step: float | None = None,
     ) -> None:
         self.operator = operator
+        self.step = step
         self.endpoints = list(endpoints)
         self.fixed = dict(fixed or {})
         bounds = dict(bounds or {})
@@ -52,6 +54,14 @@ class GenomeSpace:
                 genes.append(Gene(p.name, p.name, None, low, high))
         self.genes = tuple(genes)
 
+    @classmethod
+    def from_config(cls, cfg) -> GenomeSpace:
+        """The space a run config describes (``cfg`` is a :class:`merge3.config.RunConfig`)."""
+        from merge3.merging import get_operator
+
+        m = cfg.merge
+        return cls(get_operator(m.operator), list(cfg.models.endpoints), m.bounds, m.fixed, m.step)
+
     @property
     def names(self) -> list[str]:
         return [g.name for g in self.genes]
@@ -64,12 +74,27 @@ class GenomeSpace:
     def upper(self) -> np.ndarray:
         return np.array([g.high for g in self.genes], dtype=float)
 
+    def snap(self, genome: Sequence[float]) -> list[float]:
+        """Round each gene to its grid ``low + k·step`` (inside the bounds); identity without step.
+
+        Rounded values are what the recipe holds, so genomes that round alike are one recipe
+        and the runner evaluates that recipe once.
+        """
+        if self.step is None:
+            return [float(x) for x in genome]
+        snapped = []
+        for gene, x in zip(self.genes, genome, strict=True):
+            k = round((float(x) - gene.low) / self.step)
+            value = min(max(gene.low + k * self.step, gene.low), gene.high)
+            snapped.append(round(value, 12))  # 0.1 * 3 → 0.3, not 0.30000000000000004
+        return snapped
+
     def decode(self, genome: Sequence[float]) -> dict[str, Any]:
         """The recipe of a genome: JSON-ready, every parameter given, endpoints by name."""
         if len(genome) != len(self.genes):
             raise ValueError(f"genome has {len(genome)} genes, the space {len(self.genes)}")
         values: dict[str, Any] = {}
-        for gene, x in zip(self.genes, genome, strict=True):
+        for gene, x in zip(self.genes, self.snap(genome), strict=True):
             if gene.endpoint is None:
                 values[gene.parameter] = float(x)
             else:

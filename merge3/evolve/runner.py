@@ -9,6 +9,7 @@ already in ``run.sqlite`` are read back instead of being evaluated again.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,9 @@ def _search(run: RunDir, cfg: RunConfig, fitness: Fitness, reporter: Reporter) -
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
         done = 0
-        algorithm = make_algorithm(cfg.search.algorithm, cfg.search.population, cfg.search.seed)
+        algorithm = make_algorithm(
+            cfg.search.algorithm, cfg.search.population, cfg.search.seed, len(names)
+        )
         algorithm.setup(problem, termination=NoTermination(), seed=cfg.search.seed)
     else:
         done, state = checkpoint
@@ -142,17 +145,27 @@ def _evaluate_or_read(
                 "stored; the config, data or merge3 version changed since the run started"
             )
         return stored, True
-    ev = fitness(genome)
-    row = CandidateRow(
-        generation,
-        index,
-        genome.tolist(),
-        ev.recipe,
-        ev.objectives,
-        ev.anchor_correct,
-        ev.estimates,
-        ev.timings,
-    )
+    same = store.find_recipe(fitness.space.decode(genome))
+    if same is not None:  # another genome already decoded to this recipe: same merge, same result
+        row = replace(
+            same,
+            generation=generation,
+            index=index,
+            genome=genome.tolist(),
+            timings={"reused": 1.0},
+        )
+    else:
+        ev = fitness(genome)
+        row = CandidateRow(
+            generation,
+            index,
+            genome.tolist(),
+            ev.recipe,
+            ev.objectives,
+            ev.anchor_correct,
+            ev.estimates,
+            ev.timings,
+        )
     store.add(row)
     return row, False
 
