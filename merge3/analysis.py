@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
@@ -54,19 +54,42 @@ def front_of(rows: Iterable[CandidateRow], names: Sequence[str]) -> list[Candida
     return sorted(chosen, key=lambda r: ([-r.objectives[n] for n in names], r.generation, r.index))
 
 
-def front_json(rows: Sequence[CandidateRow], names: Sequence[str]) -> dict:
-    """The front in the documented JSON shape; objectives are accuracies."""
-    return {
-        "objectives": list(names),
-        "front": [
-            {
-                "genome": r.genome,
-                "recipe": r.recipe,
-                "objectives": {n: r.objectives[n] for n in names},
-            }
-            for r in rows
-        ],
-    }
+def ranked(rows: Iterable[CandidateRow], names: Sequence[str]) -> list[CandidateRow]:
+    """Distinct recipes, best first by the mean of the objectives (ties: earliest first).
+
+    This is the order of ``--rank K`` and of the final top-k evaluation; it uses estimates
+    only, never test accuracy, so choosing a merge never peeks at the held-out split.
+    """
+    unique: dict[str, CandidateRow] = {}
+    for row in sorted(rows, key=lambda r: (r.generation, r.index)):
+        unique.setdefault(repr(row.recipe), row)
+    return sorted(
+        unique.values(),
+        key=lambda r: (-float(np.mean([r.objectives[n] for n in names])), r.generation, r.index),
+    )
+
+
+def front_json(
+    rows: Sequence[CandidateRow],
+    names: Sequence[str],
+    test_accuracy: Mapping[tuple[int, int], Mapping[str, float]] | None = None,
+) -> dict:
+    """The front in the documented JSON shape; objectives are accuracies.
+
+    Candidates re-evaluated on the held-out split after the search also carry
+    ``test_accuracy`` (true accuracy per task) beside their estimated objectives.
+    """
+    out = []
+    for r in rows:
+        entry = {
+            "genome": r.genome,
+            "recipe": r.recipe,
+            "objectives": {n: r.objectives[n] for n in names},
+        }
+        if test_accuracy and (r.generation, r.index) in test_accuracy:
+            entry["test_accuracy"] = dict(test_accuracy[(r.generation, r.index)])
+        out.append(entry)
+    return {"objectives": list(names), "front": out}
 
 
 def front_csv(rows: Sequence[CandidateRow], names: Sequence[str], genes: Sequence[str]) -> str:

@@ -115,6 +115,35 @@ def merge(
     typer.echo(str(merge_from_yaml(config, out)))
 
 
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (Hugging Face format).")],
+    rank: Annotated[int, typer.Option("--rank", min=1, help="1 = best by mean estimate.")] = 1,
+) -> None:
+    """Save the K-th best candidate: HF folder, mergekit YAML (merge.yaml), model card."""
+    from merge3.analysis import ranked
+    from merge3.errors import RunDirError
+    from merge3.evolve.fitness import Merger
+    from merge3.export import export_merge
+    from merge3.runs import load_run
+
+    run = load_run(run_dir)
+    order = ranked(run.rows, run.objectives)
+    if rank > len(order):
+        raise RunDirError(f"{run_dir}: --rank {rank} but the run has {len(order)} distinct merges")
+    row = order[rank - 1]
+    scores = {
+        "candidate": [row.generation, row.index],
+        "rank": rank,
+        "estimated": row.objectives,
+        "test_accuracy": run.test_accuracy.get((row.generation, row.index), {}),
+    }
+    merger = Merger(run.config)
+    typer.echo(str(export_merge(merger, row.recipe, out, scores, run.dir.config_path.read_text())))
+
+
 def _print_front(run_dir: Path, fmt: str) -> None:
     from merge3.runs import load_run
 
@@ -123,7 +152,7 @@ def _print_front(run_dir: Path, fmt: str) -> None:
     if fmt == "json":
         from merge3.analysis import front_json
 
-        typer.echo(json.dumps(front_json(rows, run.objectives), indent=2))
+        typer.echo(json.dumps(front_json(rows, run.objectives, run.test_accuracy), indent=2))
     elif fmt == "csv":
         from merge3.analysis import front_csv
 
@@ -138,14 +167,19 @@ def _print_front(run_dir: Path, fmt: str) -> None:
         table.add_column("gen/idx")
         for name in run.objectives:
             table.add_column(name, justify="right")
+        tested = [t for t in run.config.benchmark.tasks if t.test and run.test_accuracy]
+        for task in tested:
+            table.add_column(f"test {task.name}", justify="right")
         table.add_column("recipe")
         for r in rows:
             params = ", ".join(
                 f"{k}={_short(v)}" for k, v in r.recipe["params"].items() if not isinstance(v, bool)
             )
+            test = run.test_accuracy.get((r.generation, r.index), {})
             table.add_row(
                 f"{r.generation}/{r.index}",
                 *(f"{r.objectives[n]:.3f}" for n in run.objectives),
+                *(f"{test[t.name]:.3f}" if t.name in test else "" for t in tested),
                 params,
             )
         Console().print(table)
@@ -159,6 +193,7 @@ def _short(value: Any) -> str:
 
 # extra verbs
 __import__("merge3.cli_estimate").cli_estimate.add_commands(app)
+__import__("merge3.cli_evaluate").cli_evaluate.add_commands(app)
 
 
 def main() -> None:

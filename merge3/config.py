@@ -99,6 +99,14 @@ class SearchConfig(_Section):
     seed: int = 0
 
 
+class FinalConfig(_Section):
+    """After the last generation: true accuracy on the test split, and the best merge saved."""
+
+    top_k: int | None = Field(None, ge=1)
+    """None: re-evaluate the Pareto front; k: the k best candidates by mean estimated accuracy."""
+    export_best: bool = True
+
+
 class EvaluationConfig(_Section):
     batch_size: int = Field(32, ge=1)
     device: str = "cpu"
@@ -117,6 +125,7 @@ class RunConfig(_Section):
     merge: MergeConfig = MergeConfig()
     search: SearchConfig = SearchConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    final: FinalConfig = FinalConfig()
 
     @property
     def objective_mode(self) -> str:

@@ -86,7 +86,14 @@ class CandidateStore:
         created REAL NOT NULL DEFAULT (julianday('now')),
         PRIMARY KEY (generation, idx)
     );
-    CREATE INDEX IF NOT EXISTS candidates_by_recipe ON candidates (recipe)"""
+    CREATE INDEX IF NOT EXISTS candidates_by_recipe ON candidates (recipe);
+    CREATE TABLE IF NOT EXISTS final (
+        generation INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        test_accuracy TEXT NOT NULL,
+        timings TEXT NOT NULL,
+        PRIMARY KEY (generation, idx)
+    )"""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -123,6 +130,18 @@ class CandidateStore:
         )
         found = cur.fetchone()
         return self._row(found) if found else None
+
+    def add_final(self, generation: int, index: int, accuracy: dict, timings: dict) -> None:
+        """Store a candidate's true accuracy on the held-out test split (committed at once)."""
+        self._db.execute(
+            "INSERT INTO final (generation, idx, test_accuracy, timings) VALUES (?, ?, ?, ?)",
+            (generation, index, json.dumps(accuracy), json.dumps(timings)),
+        )
+
+    def finals(self) -> dict[tuple[int, int], dict[str, float]]:
+        """Test accuracy per task of every candidate evaluated after the search."""
+        cur = self._db.execute("SELECT generation, idx, test_accuracy FROM final")
+        return {(g, i): json.loads(acc) for g, i, acc in cur.fetchall()}
 
     def find_recipe(self, recipe: dict) -> CandidateRow | None:
         """The first stored candidate with exactly this recipe (genomes on a grid repeat)."""
@@ -260,12 +279,13 @@ class Run:
         self.dir = run_dir
         self.config = load_config(run_dir.config_path)
         self.objectives = self.config.objective_names
+        self.rows: list[CandidateRow] = []
+        self.test_accuracy: dict[tuple[int, int], dict[str, float]] = {}
         if run_dir.db_path.is_file():
             store = run_dir.store()
             self.rows = list(store)
+            self.test_accuracy = store.finals()
             store.close()
-        else:
-            self.rows = []
 
     @property
     def n_candidates(self) -> int:
@@ -295,6 +315,8 @@ class Run:
                 {f"estimate/{k}": v for k, v in r.estimates.items() if k not in r.objectives}
             )
             rec.update(r.timings)
+            test = self.test_accuracy.get((r.generation, r.index), {})
+            rec.update({f"test/{k}": v for k, v in test.items()})
             records.append(rec)
         if not records:
             return pd.DataFrame(columns=["generation", "index", *genes, *self.objectives])

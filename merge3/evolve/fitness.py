@@ -34,21 +34,54 @@ class Evaluation:
     timings: dict[str, float]
 
 
+class Merger:
+    """The resident endpoints of a run and the operator: recipe in, merged live model out."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.operator: MergeOperator = get_operator(cfg.merge.operator)
+        self.space = GenomeSpace.from_config(cfg)
+        model = load_causal_lm(
+            cfg.models.base, parse_dtype(cfg.models.dtype), cfg.evaluation.device
+        )
+        self.tokenizer = load_tokenizer(cfg.models.base)
+        self.endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
+        self.endpoints.prepare(self.operator)
+
+    @property
+    def model(self):
+        return self.endpoints.model
+
+    def merge(self, recipe: Mapping) -> None:
+        """Write the recipe's merge into the live model, in place."""
+        params = self.operator.resolve(recipe["params"], self.endpoints.n_models)
+        self.endpoints.apply(self.operator, params)
+
+    def evaluator(self, items: Sequence[Item]) -> MultipleChoiceEvaluator:
+        """An evaluator with the run's settings (tokenises ``items`` once, now)."""
+        e = self.cfg.evaluation
+        return MultipleChoiceEvaluator(
+            items,
+            self.tokenizer,
+            batch_size=e.batch_size,
+            target_delimiter=self.cfg.benchmark.target_delimiter,
+            normalize=e.normalize,
+            device=e.device,
+        )
+
+
 class Fitness:
     """Callable: genome → :class:`Evaluation`."""
 
     def __init__(
         self,
-        endpoints: Endpoints,
-        operator: MergeOperator,
-        space: GenomeSpace,
+        merger: Merger,
         evaluators: Mapping[str, MultipleChoiceEvaluator],
         estimator: Estimator,
         objective_mode: str,
     ) -> None:
-        self.endpoints = endpoints
-        self.operator = operator
-        self.space = space
+        self.merger = merger
+        self.space = merger.space
         self.evaluators = dict(evaluators)
         self.estimator = estimator
         self.objective_mode = objective_mode
@@ -58,36 +91,20 @@ class Fitness:
         cls, cfg: RunConfig, items: Mapping[str, Sequence[Item]], anchors: AnchorSet
     ) -> Fitness:
         """Load the models once and tokenise the anchors once."""
-        operator = get_operator(cfg.merge.operator)
-        model = load_causal_lm(
-            cfg.models.base, parse_dtype(cfg.models.dtype), cfg.evaluation.device
-        )
-        tokenizer = load_tokenizer(cfg.models.base)
-        endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
-        endpoints.prepare(operator)
-        space = GenomeSpace.from_config(cfg)
+        merger = Merger(cfg)
         evaluators = {}
         for task, task_anchors in anchors.tasks.items():
             by_id = {item.id: item for item in items[task]}
-            evaluators[task] = MultipleChoiceEvaluator(
-                [by_id[i] for i in task_anchors.items],
-                tokenizer,
-                batch_size=cfg.evaluation.batch_size,
-                target_delimiter=cfg.benchmark.target_delimiter,
-                normalize=cfg.evaluation.normalize,
-                device=cfg.evaluation.device,
-            )
+            evaluators[task] = merger.evaluator([by_id[i] for i in task_anchors.items])
         estimator = ESTIMATORS[cfg.estimator.name](anchors)
-        return cls(endpoints, operator, space, evaluators, estimator, cfg.objective_mode)
+        return cls(merger, evaluators, estimator, cfg.objective_mode)
 
     def __call__(self, genome: np.ndarray) -> Evaluation:
         t0 = time.perf_counter()
         recipe = self.space.decode(genome)
-        self.endpoints.apply(
-            self.operator, self.operator.resolve(recipe["params"], self.endpoints.n_models)
-        )
+        self.merger.merge(recipe)
         t1 = time.perf_counter()
-        correct = {task: ev(self.endpoints.model) for task, ev in self.evaluators.items()}
+        correct = {task: ev(self.merger.model) for task, ev in self.evaluators.items()}
         t2 = time.perf_counter()
         estimates = {
             t: float(v[0])

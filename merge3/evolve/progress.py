@@ -10,6 +10,7 @@ class Reporter(Protocol):
     def start(self, generations: int, done: int) -> None: ...
     def generation(self, generation: int, size: int, reused: int) -> None: ...
     def candidate(self, best: dict[str, float], reused: bool) -> None: ...
+    def phase(self, description: str) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -21,6 +22,9 @@ class SilentReporter:
         pass
 
     def candidate(self, best: dict[str, float], reused: bool) -> None:
+        pass
+
+    def phase(self, description: str) -> None:
         pass
 
     def finish(self) -> None:
@@ -45,6 +49,9 @@ class PlainReporter(SilentReporter):
 
     def candidate(self, best: dict[str, float], reused: bool) -> None:
         self._best = best
+
+    def phase(self, description: str) -> None:
+        print(description, file=sys.stderr, flush=True)
 
     def finish(self) -> None:
         if self._best:
@@ -90,6 +97,9 @@ class RichReporter(SilentReporter):
     def candidate(self, best: dict[str, float], reused: bool) -> None:
         self.progress.advance(self._cands)
         self.progress.update(self._gens, best=f"best: {_fmt(best)}")
+
+    def phase(self, description: str) -> None:
+        self.progress.console.print(description)
 
     def finish(self) -> None:
         if self._cands is not None:

@@ -22,6 +22,7 @@ from merge3.config import RunConfig, dump_config, load_config
 from merge3.data.items import Item, load_jsonl_items
 from merge3.errors import RunDirError
 from merge3.evolve.algorithms import make_algorithm
+from merge3.evolve.final import finalize
 from merge3.evolve.fitness import Fitness
 from merge3.evolve.problem import MergeProblem
 from merge3.evolve.progress import Reporter, SilentReporter
@@ -37,8 +38,13 @@ def prepare_assets(cfg: RunConfig) -> None:
         build_tiny()
 
 
-def load_search_items(cfg: RunConfig) -> dict[str, list[Item]]:
-    return {t.name: load_jsonl_items(t.search, t.name, t.fields) for t in cfg.benchmark.tasks}
+def load_items(cfg: RunConfig, split: str) -> dict[str, list[Item]]:
+    """Items of every task that has ``split`` (``search`` always; ``test`` where configured)."""
+    return {
+        t.name: load_jsonl_items(getattr(t, split), t.name, t.fields)
+        for t in cfg.benchmark.tasks
+        if getattr(t, split)
+    }
 
 
 def start_search(
@@ -53,16 +59,17 @@ def start_search(
     run = RunDir(run_dir)
     run.check_new()
     prepare_assets(cfg)
-    items = load_search_items(cfg)
+    items = load_items(cfg, "search")
     anchors = random_anchors(
         {task: [item.id for item in task_items] for task, task_items in items.items()},
         cfg.anchors.n_per_task,
         cfg.anchors.seed,
     )
+    test_items = load_items(cfg, "test")
     fitness = Fitness.build(cfg, items, anchors)
     run.create(dump_config(cfg))
     atomic_write_text(run.anchors_path, _anchors_text(anchors))
-    _search(run, cfg, fitness, reporter or SilentReporter())
+    _search(run, cfg, fitness, test_items, reporter or SilentReporter())
     return run
 
 
@@ -71,7 +78,7 @@ def resume_search(run_dir: str | Path, reporter: Reporter | None = None) -> RunD
     run = RunDir(run_dir).require()
     cfg = load_config(run.config_path)
     prepare_assets(cfg)
-    items = load_search_items(cfg)
+    items = load_items(cfg, "search")
     if run.anchors_path.is_file():
         anchors = AnchorSet.load(run.anchors_path)
     else:  # killed between writing config.yaml and anchors.json: the seed gives the same set
@@ -81,8 +88,9 @@ def resume_search(run_dir: str | Path, reporter: Reporter | None = None) -> RunD
             cfg.anchors.seed,
         )
         atomic_write_text(run.anchors_path, _anchors_text(anchors))
+    test_items = load_items(cfg, "test")
     fitness = Fitness.build(cfg, items, anchors)
-    _search(run, cfg, fitness, reporter or SilentReporter())
+    _search(run, cfg, fitness, test_items, reporter or SilentReporter())
     return run
 
 
@@ -92,7 +100,13 @@ def _anchors_text(anchors: AnchorSet) -> str:
     return json.dumps(anchors.to_json(), indent=2)
 
 
-def _search(run: RunDir, cfg: RunConfig, fitness: Fitness, reporter: Reporter) -> None:
+def _search(
+    run: RunDir,
+    cfg: RunConfig,
+    fitness: Fitness,
+    test_items: Mapping[str, list[Item]],
+    reporter: Reporter,
+) -> None:
     names = cfg.objective_names
     problem = MergeProblem(fitness.space.lower, fitness.space.upper, len(names))
     checkpoint = run.latest_checkpoint()
@@ -129,6 +143,8 @@ def _search(run: RunDir, cfg: RunConfig, fitness: Fitness, reporter: Reporter) -
             atomic_write_text(
                 run.front_path, front_csv(front_of(store, names), names, fitness.space.names)
             )
+        reporter.phase("final evaluation on the test split and export of the best merge")
+        finalize(run, cfg, fitness.merger, store, test_items)
     finally:
         reporter.finish()
         store.close()
