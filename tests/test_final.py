@@ -89,7 +89,7 @@ def test_export_verb_by_rank_and_its_errors(top8, tmp_path, tiny_dir):
             distinct.append(r)
     third = distinct[2]
     kit = yaml.safe_load((out / "merge.yaml").read_text())
-    assert [m["parameters"]["weight"] for m in kit["models"]] == third[2].recipe["params"]["weight"]
+    assert [m["parameters"]["weight"] for m in kit["models"]] == third.recipe["params"]["weight"]
     again = runner.invoke(app, ["export", str(top8), "--out", str(out)])
     assert again.exit_code == 2 and "exists and is not empty" in again.stderr
     too_far = runner.invoke(
