@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import TINY_CONFIG
 
+from merge3 import runs as runs_module
 from merge3.analysis import front_json
 from merge3.evolve import fitness as fitness_module
 from merge3.evolve import resume_search, start_search
@@ -208,3 +210,46 @@ def test_sigkill_mid_generation_then_resume_gives_the_same_front(tiny_dir, tmp_p
     shown = _merge3("front", str(run_dir), "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == front_of_run(uninterrupted)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so no handler in merge3 can swallow it."""
+
+
+KILL_POINTS = ["evaluate", "store-commit", "file-rename"]
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_resume_after_a_kill_at_a_random_moment(reference, tmp_path, monkeypatch, trial):
+    """Kill inside an evaluation, right after a row's commit, or inside an atomic file write
+    (checkpoints, front.csv), at a seeded random call; resume must end identical."""
+    rng = np.random.default_rng(trial)
+    where = KILL_POINTS[trial % len(KILL_POINTS)]
+    kill_at = int(rng.integers(1, 22 if where != "file-rename" else 9))
+    calls = {"n": 0}
+
+    def tick():
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise _Killed
+
+    if where == "evaluate":
+        real_call = fitness_module.Fitness.__call__
+        monkeypatch.setattr(
+            fitness_module.Fitness, "__call__", lambda self, g: (tick(), real_call(self, g))[1]
+        )
+    elif where == "store-commit":
+        real_add = runs_module.CandidateStore.add
+        monkeypatch.setattr(
+            runs_module.CandidateStore, "add", lambda self, row: (real_add(self, row), tick())[0]
+        )
+    else:  # the temp file is complete, the rename never happens
+        real_replace = os.replace
+        monkeypatch.setattr(runs_module.os, "replace", lambda a, b: (tick(), real_replace(a, b))[1])
+
+    with pytest.raises(_Killed):
+        start_search(write_config(tmp_path), tmp_path / "run")
+    monkeypatch.undo()
+    resume_search(tmp_path / "run")
+    assert stored(tmp_path / "run") == stored(reference), (where, kill_at)
+    assert front_of_run(tmp_path / "run") == front_of_run(reference)
