@@ -81,6 +81,9 @@ class MergeConfig(_Section):
     fixed: dict[str, Any] = Field(default_factory=dict)
     step: float | None = Field(None, gt=0)
     """Grid of the searched values (MERGE³ uses 0.1): genes are rounded to lower + k·step."""
+    granularity: Literal["model", "groups", "blocks"] = "model"
+    """Which tensors share genes: the whole model, attention/MLP/rest, or K layer blocks."""
+    blocks: int = Field(4, ge=1)
 
     @field_validator("bounds")
     @classmethod

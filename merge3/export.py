@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +20,54 @@ from merge3.errors import RunDirError
 
 
 def mergekit_config(
-    recipe: Mapping[str, Any], base: str, endpoints: Mapping[str, str], dtype: str
+    recipe: Mapping[str, Any],
+    base: str,
+    endpoints: Mapping[str, str],
+    dtype: str,
+    tensor_names: Sequence[str] = (),
 ) -> dict:
     """The recipe in mergekit's merge-YAML vocabulary (per-model and global ``parameters``).
 
+    A grouped recipe becomes ``[{filter, value}, ..., {value}]`` lists, mergekit's per-tensor
+    filters (substring matches, first wins), so the YAML rebuilds exactly the same merge.
     ``merge3 merge`` reads this file back; mergekit reads it too for the operators it shares
     with merge3 (``linear``, ``task_arithmetic``, ``ties``, ``dare_*``).
     """
+    from merge3.evolve.granularity import REST, filters
     from merge3.merging import get_operator
 
     operator = get_operator(recipe["operator"])
     per_model = {p.name for p in operator.parameters if p.per_model}
     names = list(recipe["endpoints"])
-    models = []
-    for i, name in enumerate(names):
-        params = {}
-        for key in per_model:
-            value = recipe["params"][key]
-            params[key] = value[i] if isinstance(value, list) else value
-        models.append({"model": endpoints[name], "parameters": dict(sorted(params.items()))})
-    shared = {k: v for k, v in recipe["params"].items() if k not in per_model}
+    groups = recipe.get("groups")
+    patterns = {}
+    if groups:
+        mode = recipe["granularity"]
+        patterns = filters(mode["mode"], mode["blocks"], tensor_names)
+
+    def setting(key: str, i: int | None) -> Any:
+        def pick(values: Mapping[str, Any]) -> Any:
+            value = values[key]
+            return value[i] if i is not None and isinstance(value, list) else value
+
+        if not groups or key not in groups[REST]:
+            return pick(recipe["params"])
+        entries = [
+            {"filter": pattern, "value": pick(groups[group])}
+            for group, subs in patterns.items()
+            for pattern in subs
+        ]
+        return [*entries, {"value": pick(groups[REST])}]
+
+    keys = list(recipe["params"]) + (list(groups[REST]) if groups else [])
+    models = [
+        {
+            "model": endpoints[name],
+            "parameters": {k: setting(k, i) for k in sorted(set(keys) & per_model)},
+        }
+        for i, name in enumerate(names)
+    ]
+    shared = {k: setting(k, None) for k in dict.fromkeys(keys) if k not in per_model}
     return {
         "merge_method": recipe["operator"],
         "base_model": base,
@@ -98,7 +126,13 @@ def export_merge(
         merger.model.save_pretrained(tmp, safe_serialization=True)
         merger.tokenizer.save_pretrained(tmp)
         cfg = merger.cfg
-        kit = mergekit_config(recipe, cfg.models.base, cfg.models.endpoints, cfg.models.dtype)
+        kit = mergekit_config(
+            recipe,
+            cfg.models.base,
+            cfg.models.endpoints,
+            cfg.models.dtype,
+            list(merger.endpoints.params),
+        )
         (tmp / "merge.yaml").write_text(yaml.safe_dump(kit, sort_keys=False))
         (tmp / "README.md").write_text(model_card(recipe, config_yaml, scores))
         if out.exists():

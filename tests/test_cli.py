@@ -119,7 +119,8 @@ def test_search_then_front_in_every_format(tmp_path, tiny_dir):
     as_json = json.loads(invoke("front", str(run_dir), "--json").stdout)
     assert as_json["objectives"] == ["mean"]
     entry = as_json["front"][0]
-    assert set(entry) == {"genome", "recipe", "objectives"}
+    assert set(entry) == {"genome", "recipe", "objectives", "test_accuracy"}
+    assert set(entry["test_accuracy"]) == {"add", "next", "color"}
     assert len(entry["genome"]) == 4 and 0.0 <= entry["objectives"]["mean"] <= 1.0
     assert entry["recipe"]["operator"] == "task_arithmetic"
     assert entry["recipe"]["params"]["weight"] == entry["genome"][:3]

@@ -34,15 +34,18 @@ def write_config(tmp_path: Path, name: str = "run.yaml", **search) -> Path:
 
 def front_of_run(run_dir: Path) -> dict:
     run = load_run(run_dir)
-    return front_json(run.front_rows(), run.objectives)
+    return front_json(run.front_rows(), run.objectives, run.test_accuracy)
 
 
 def stored(run_dir: Path) -> list[tuple]:
-    """Every stored candidate without its timings: what must match between runs."""
-    return [
+    """Every stored candidate without its timings, and the final test accuracies: what must
+    match between runs."""
+    run = load_run(run_dir)
+    rows = [
         (r.generation, r.index, r.genome, r.recipe, r.objectives, r.anchor_correct, r.estimates)
-        for r in load_run(run_dir).rows
+        for r in run.rows
     ]
+    return [*rows, sorted(run.test_accuracy.items())]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from merge3.data.items import Item
 from merge3.estimate import ESTIMATORS, Estimator
 from merge3.evaluate import MultipleChoiceEvaluator
 from merge3.evolve.genome import GenomeSpace
+from merge3.evolve.granularity import REST, assign
 from merge3.extract import AnchorSet
 from merge3.merging import MergeOperator, get_operator
 from merge3.models import Endpoints, load_causal_lm, load_tokenizer, parse_dtype
@@ -47,6 +48,7 @@ class Merger:
         self.tokenizer = load_tokenizer(cfg.models.base)
         self.endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
         self.endpoints.prepare(self.operator)
+        self._groups: dict[tuple[str, int], dict[str, str]] = {}
 
     @property
     def model(self):
@@ -54,8 +56,24 @@ class Merger:
 
     def merge(self, recipe: Mapping) -> None:
         """Write the recipe's merge into the live model, in place."""
-        params = self.operator.resolve(recipe["params"], self.endpoints.n_models)
-        self.endpoints.apply(self.operator, params)
+        n = self.endpoints.n_models
+        if "groups" not in recipe:
+            self.endpoints.apply(self.operator, self.operator.resolve(recipe["params"], n))
+            return
+        resolved = {
+            group: self.operator.resolve({**recipe["params"], **values}, n)
+            for group, values in recipe["groups"].items()
+        }
+        group_of = self._group_of(recipe["granularity"]["mode"], recipe["granularity"]["blocks"])
+        per_tensor = {name: resolved[group_of[name]] for name in self.endpoints.params}
+        self.endpoints.apply(self.operator, resolved[REST], per_tensor=per_tensor)
+
+    def _group_of(self, mode: str, blocks: int) -> dict[str, str]:
+        """Tensor → group, computed once per granularity (not per candidate)."""
+        key = (mode, blocks)
+        if key not in self._groups:
+            self._groups[key] = assign(self.endpoints.params, mode, blocks)
+        return self._groups[key]
 
     def evaluator(self, items: Sequence[Item]) -> MultipleChoiceEvaluator:
         """An evaluator with the run's settings (tokenises ``items`` once, now)."""

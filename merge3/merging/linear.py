@@ -6,25 +6,39 @@ from typing import Any
 
 import torch
 
+from merge3.merging import kernels
 from merge3.merging.registry import MergeOperator, Parameter, ParamValues, register
 
 
 def weighted_sum_into(
-    out: torch.Tensor, base: torch.Tensor, task_vectors: torch.Tensor, coefficients: torch.Tensor
+    out: torch.Tensor,
+    base: torch.Tensor,
+    task_vectors: torch.Tensor,
+    coefficients: torch.Tensor,
+    base_coefficient: float = 1.0,
 ) -> None:
-    """``out = base + Σ_t c_t τ_t`` in one pass over memory.
+    """``out = b·base + Σ_t c_t τ_t`` in one pass over memory.
 
-    ``addmv`` reads the T task vectors and the base once and writes ``out`` once, which is the
-    physical floor of a linear merge; the naive ``base + (c[:, None] * τ).sum(0)`` allocates a
-    T-times larger temporary.
+    A fused kernel (or ``addmv`` when base, task vectors and output share a full-precision dtype)
+    reads the T task vectors and the base once and writes ``out`` once, which is the physical
+    floor of a linear merge; the naive ``base + (c[:, None] * τ).sum(0)`` allocates a T-times
+    larger temporary. Half types are accumulated in fp32 and rounded once.
     """
-    c = coefficients.to(device=task_vectors.device, dtype=task_vectors.dtype)
-    flat_tau = task_vectors.reshape(task_vectors.shape[0], -1)
-    if out.dtype in (torch.float32, torch.float64) and out.is_contiguous():
-        torch.addmv(base.reshape(-1), flat_tau.t(), c, out=out.view(-1))
-    else:  # half types: accumulate in fp32, then round once
-        acc = torch.addmv(base.reshape(-1).float(), flat_tau.t().float(), c.float())
-        out.copy_(acc.view_as(out))
+    same = out.dtype == base.dtype == task_vectors.dtype
+    if (
+        same
+        and out.dtype in (torch.float32, torch.float64)
+        and out.is_contiguous()
+        and not kernels.will_compile(out.numel(), out.device)
+    ):
+        c = coefficients.to(device=task_vectors.device, dtype=task_vectors.dtype)
+        flat_tau = task_vectors.reshape(task_vectors.shape[0], -1)
+        torch.addmv(base.reshape(-1), flat_tau.t(), c, beta=base_coefficient, out=out.view(-1))
+        return
+    acc = kernels.accumulate_dtype(base.dtype)
+    c = coefficients.to(device=base.device, dtype=acc)
+    b = torch.tensor([base_coefficient], dtype=acc, device=base.device)
+    kernels.launch(kernels.linear_kernel, out, (base, task_vectors), (c, b))
 
 
 @register
@@ -80,6 +94,5 @@ class Linear(MergeOperator):
         if params["normalize"] and total != 0:
             weights = weights / total
             total = 1.0
-        weighted_sum_into(out, base, task_vectors, weights)
-        if total != 1.0:
-            out.add_(base, alpha=total - 1.0)
+        # Σ w_t θ_t = Σ w_t τ_t + (Σ w_t) θ₀
+        weighted_sum_into(out, base, task_vectors, weights, base_coefficient=total)

@@ -45,7 +45,9 @@ class Parameter:
         where = f"parameter {self.name!r} of {owner!r}"
         if self.choices is not None:
             if value not in self.choices:
-                raise ConfigError(f"{where} must be one of {', '.join(self.choices)}, got {value!r}")
+                raise ConfigError(
+                    f"{where} must be one of {', '.join(self.choices)}, got {value!r}"
+                )
             return value
         if isinstance(self.default, bool):
             if not isinstance(value, bool):
@@ -74,6 +76,16 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
 ParamValues = Mapping[str, Any]
 """Resolved parameters for one tensor: per-model values as 1-D tensors of length T, others as
 plain Python scalars."""
@@ -84,10 +96,21 @@ class MergeOperator(ABC):
 
     name: ClassVar[str]
     parameters: ClassVar[tuple[Parameter, ...]]
+    prepare_in_threads: ClassVar[bool] = False
+    """Whether :meth:`prepare` may run for several tensors at once in threads (it is pure per
+    tensor and its heavy part is single-threaded: a sort, seeded draws)."""
 
-    def prepare(self, base: torch.Tensor, task_vectors: torch.Tensor) -> Any:
-        """Precompute what no parameter can change, once per tensor; ``None`` when nothing."""
+    def prepare(self, base: torch.Tensor, task_vectors: torch.Tensor, name: str = "") -> Any:
+        """Precompute what no parameter can change, once per tensor; ``None`` when nothing.
+
+        ``name`` is the tensor's name, so that seeded precomputation (DARE's random field) does
+        not depend on the order tensors are visited in.
+        """
         return None
+
+    def table_bytes(self, prepared: Any) -> int:
+        """Bytes held by one tensor's precomputed tables (for memory reports)."""
+        return _nbytes(prepared)
 
     @abstractmethod
     def merge(
