@@ -83,3 +83,26 @@ def test_grid_genomes_are_evaluated_once_per_recipe(tiny_dir, tmp_path, monkeypa
     assert len(rows) == 24
     assert calls["n"] == len(recipes) < len(rows)
     assert sum(1 for r in rows if r.timings.get("reused")) == len(rows) - len(recipes)
+
+
+@pytest.mark.parametrize("operator", ["ties", "dare_ties", "tsv", "linear"])
+def test_every_operator_searches_end_to_end(tiny_dir, tmp_path, operator):
+    """The genome comes from the operator's parameters: densities for TIES/DARE, alpha for TSV."""
+    data = yaml.safe_load(TINY_CONFIG.read_text())
+    data["merge"] = {"operator": operator}
+    data["search"].update(algorithm="nsga2", generations=1, population=4)
+    data["final"] = {"export_best": False, "top_k": 1}
+    config = tmp_path / "op.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = load_run(start_search(config, tmp_path / "run").path)
+    expected = {
+        "ties": ["density[add]", "lambda"],
+        "dare_ties": ["density[color]", "lambda"],
+        "tsv": ["weight[next]", "alpha"],
+        "linear": ["weight[add]"],
+    }[operator]
+    assert set(expected) <= set(run.gene_names())
+    assert run.n_candidates == 4 and len(run.test_accuracy) == 1
+    for row in run.rows:
+        assert row.recipe["operator"] == operator
+        assert all(0.0 <= v <= 1.0 for v in row.objectives.values()), row

@@ -37,5 +37,7 @@ class MeanEstimator(Estimator):
         out = {}
         for task, anchors in self.anchors.tasks.items():
             y = np.atleast_2d(np.asarray(correct[task], dtype=float))
-            out[task] = y @ anchors.weights
+            # divide by the weights' own sum: 20 × 0.05 sums to 1.0000000000000002 in floats
+            w = anchors.weights
+            out[task] = np.clip(y @ w / w.sum(), 0.0, 1.0)
         return out
