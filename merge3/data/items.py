@@ -26,6 +26,23 @@ class Item:
     answer: int | str = 0
     context: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # Per-choice prompts (Winogrande-style "partial" scoring: the choice is in the context and
+    # the continuation is shared). Empty: every choice continues ``context + question``.
+    contexts: tuple[str, ...] = ()
+
+    @property
+    def prompt(self) -> str:
+        """What the model reads: the shared few-shot context, then the question."""
+        return self.context + self.question
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """An item left out of evaluation, and why (reported, never fatal to a search)."""
+
+    id: str
+    task: str
+    reason: str
 
 
 DEFAULT_FIELDS = {"id": "id", "question": "question", "choices": "choices", "answer": "answer"}
