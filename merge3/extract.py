@@ -81,12 +81,126 @@ def random_anchors(
     rng = np.random.default_rng(seed)
     tasks = {}
     for task, ids in items_by_task.items():
-        if n_per_task > len(ids):
-            raise DataError(
-                f"task {task!r}: {n_per_task} anchors asked for but it has only {len(ids)} items"
-            )
+        _check_n(task, n_per_task, len(ids))
         chosen = sorted(rng.choice(len(ids), size=n_per_task, replace=False).tolist())
         tasks[task] = TaskAnchors(
             tuple(ids[i] for i in chosen), np.full(n_per_task, 1 / n_per_task)
         )
     return AnchorSet(tasks, "random", seed)
+
+
+def _check_n(task: str, n: int, available: int) -> None:
+    if n < 1:
+        raise DataError(f"the number of anchors per task must be ≥ 1, not {n}")
+    if n > available:
+        raise DataError(f"task {task!r}: {n} anchors asked for but it has only {available} items")
+
+
+def stratified_anchors(
+    items_by_task: Mapping[str, Sequence[str]],
+    n_per_task: int,
+    seed: int,
+    subjects: Mapping[str, str | None] | None = None,
+) -> AnchorSet:
+    """Random anchors spread over each task's subjects in proportion to their sizes.
+
+    Counts per subject follow the largest-remainder rule (every subject big enough gets at
+    least its floor share); an anchor's weight is its subject's share of the task divided by
+    the anchors drawn from that subject, so the weighted mean is the stratified estimator.
+    Without subjects, a task is one stratum (the same as ``random``).
+    """
+    rng = np.random.default_rng(seed)
+    subjects = subjects or {}
+    tasks = {}
+    for task, ids in items_by_task.items():
+        ids = list(ids)
+        _check_n(task, n_per_task, len(ids))
+        strata: dict[str | None, list[int]] = {}
+        for i, x in enumerate(ids):
+            strata.setdefault(subjects.get(x), []).append(i)
+        names = list(strata)
+        sizes = np.array([len(strata[s]) for s in names], float)
+        quota = n_per_task * sizes / sizes.sum()
+        counts = np.minimum(np.floor(quota).astype(int), sizes.astype(int))
+        for k in np.argsort(-(quota - counts), kind="stable"):
+            if counts.sum() >= n_per_task:
+                break
+            if counts[k] < sizes[k]:
+                counts[k] += 1
+        chosen, weights = [], []
+        for s, c, size in zip(names, counts, sizes, strict=True):
+            if c == 0:
+                continue
+            picked = rng.choice(strata[s], size=c, replace=False)
+            chosen += picked.tolist()
+            weights += [size / sizes.sum() / c] * c
+        order = np.argsort(chosen)
+        w = np.asarray(weights)[order]
+        tasks[task] = TaskAnchors(tuple(ids[chosen[i]] for i in order), w / w.sum())
+    return AnchorSet(tasks, "stratified", seed)
+
+
+def kmeans_anchors(
+    features_by_task: Mapping[str, tuple[Sequence[str], np.ndarray]],
+    n_per_task: int,
+    seed: int,
+    method: str,
+) -> AnchorSet:
+    """k-means (k = n) on item features per task; anchor = the item nearest each centre,
+    weight = the share of the task's items in its cluster (tinyBenchmarks' anchor points)."""
+    from sklearn.cluster import KMeans
+
+    tasks = {}
+    for task, (ids, feats) in features_by_task.items():
+        ids = list(ids)
+        _check_n(task, n_per_task, len(ids))
+        feats = np.asarray(feats, float)
+        km = KMeans(n_clusters=n_per_task, n_init=5, random_state=seed).fit(feats)
+        dist = ((feats[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
+        counts = np.bincount(km.labels_, minlength=n_per_task).astype(float)
+        picked: dict[int, float] = {}
+        for c in range(n_per_task):
+            order = np.argsort(dist[:, c], kind="stable")
+            # Two centres can share a nearest item (duplicate features); take the next free one.
+            i = next(int(i) for i in order if int(i) not in picked)
+            picked[i] = counts[c]
+        idx = sorted(picked)
+        w = np.array([picked[i] for i in idx])
+        tasks[task] = TaskAnchors(tuple(ids[i] for i in idx), w / w.sum())
+    return AnchorSet(tasks, method, seed)
+
+
+METHODS = ("random", "stratified", "irt-kmeans", "correctness-kmeans")
+
+
+def extract(method: str, n_per_task: int, seed: int = 0, bank=None, responses=None) -> AnchorSet:
+    """Anchors by ``method`` from an IRT item bank (``bank``) or a response matrix.
+
+    ``irt-kmeans`` needs ``bank``; ``correctness-kmeans`` needs ``responses``; ``random`` and
+    ``stratified`` take item ids (and subjects) from whichever is given.
+    """
+    if method not in METHODS:
+        raise DataError(f"unknown extraction method {method!r}; choose from {', '.join(METHODS)}")
+    source = bank if bank is not None else responses
+    if source is None:
+        raise DataError("extraction needs an IRT item file or a response matrix")
+    by_task = source.items_by_task()
+    if method == "random":
+        return random_anchors(by_task, n_per_task, seed)
+    if method == "stratified":
+        subjects = dict(zip(source.items, source.subjects or (), strict=False))
+        return stratified_anchors(by_task, n_per_task, seed, subjects)
+    if method == "irt-kmeans":
+        if bank is None:
+            raise DataError("irt-kmeans needs an IRT item file (--irt)")
+        emb = bank.embedding()
+        feats = {t: (ids, emb[bank.index(ids)]) for t, ids in by_task.items()}
+    else:
+        if responses is None:
+            raise DataError("correctness-kmeans needs a response matrix (--responses)")
+        # Columns with missing entries count a missing answer as the item's mean score.
+        v = responses.values
+        v = np.where(np.isnan(v), np.nanmean(v, axis=0, keepdims=True), v)
+        col = {x: i for i, x in enumerate(responses.items)}
+        feats = {t: (ids, v[:, [col[x] for x in ids]].T) for t, ids in by_task.items()}
+    return kmeans_anchors(feats, n_per_task, seed, method)

@@ -1,0 +1,191 @@
+"""IRT speed, side by side with py-irt in one run, on the same data; prints ratios.
+
+Data: D = 2 multidimensional 2PL, 400 models × 10,000 items (4 tasks), 10% of the responses
+held out. Both libraries fit a D = 2 2PL on the rest; held-out log-likelihood is computed on the
+held-out responses (abilities and item parameters as fitted). Then: MAP abilities of 1,000
+candidates from 100 anchors (and mp-IRT mixing weights over 3 endpoints).
+
+    .venv/bin/python benchmarks/irt_speed.py [--pyirt-epochs N] [--models M --items I]
+
+py-irt is optional (extra ``pyirt``); without it the py-irt columns are skipped and said so.
+Writes ``benchmarks/results/irt_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from merge3.estimate.ability import fit_abilities, fit_mixing
+from merge3.estimate.irt import TwoPL
+from merge3.estimate.responses import ResponseMatrix
+from merge3.estimate.synthetic import make_world
+
+OUT = Path(__file__).parent / "results" / "irt_speed.json"
+RESULTS = Path(__file__).parents[1] / "experiments" / "RESULTS.md"
+START, END = "<!-- irt_speed:start -->", "<!-- irt_speed:end -->"
+
+
+def write_results(r: dict) -> None:
+    """Replace this benchmark's section of experiments/RESULTS.md with the numbers of ``r``."""
+    lines = [
+        START,
+        "## IRT speed (issue #4): `benchmarks/irt_speed.py`",
+        "",
+        f"D = 2 2PL on {r['models']} × {r['items']} synthetic responses, 10% held out; 2 CPU "
+        f"cores shared with other work (1-min load average {r['load_avg_1min_start']:.1f} at the "
+        f"start, {r['load_avg_1min_end']:.1f} at the end), so CPU time is the steadier figure.",
+        "",
+        "| | wall s | CPU s | held-out log-lik |",
+        "|---|---|---|---|",
+        f"| merge3 (Pyro MAP, {r['merge3_steps']} steps) | {r['merge3_fit_s']:.1f} | "
+        f"{r['merge3_fit_cpu_s']:.1f} | {r['merge3_heldout_ll']:.4f} |",
+    ]
+    if "pyirt_fit_s" in r:
+        lines += [
+            f"| py-irt multidim_2pl ({r['pyirt_epochs']} epochs) | {r['pyirt_fit_s']:.1f} | "
+            f"{r['pyirt_fit_cpu_s']:.1f} | {r['pyirt_heldout_ll']:.4f} |",
+            f"| true parameters | | | {r['truth_heldout_ll']:.4f} |",
+            "",
+            f"py-irt / merge3: {r['speedup']:.1f}× wall time, {r['speedup_cpu']:.1f}× CPU time.",
+        ]
+    lines += [
+        "",
+        f"Abilities (MAP, batched Newton) of 1,000 candidates × 100 anchors: "
+        f"{r['abilities_1000x100_s']:.3f} s; mp-IRT mixing weights (J = 3, simplex): "
+        f"{r['mixing_1000x100_J3_s']:.3f} s.",
+        END,
+    ]
+    text = "\n".join(lines)
+    old = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
+    if START in old:
+        old = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
+    else:
+        old = old.rstrip() + "\n\n" + text + "\n"
+    RESULTS.write_text(old)
+
+
+def heldout_ll(p: np.ndarray, Y: np.ndarray, held: np.ndarray) -> float:
+    p = np.clip(p[held], 1e-9, 1 - 1e-9)
+    y = Y[held]
+    return float(np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def fit_pyirt(
+    Y: np.ndarray, train: np.ndarray, epochs: int, seed: int
+) -> tuple[float, float, np.ndarray]:
+    """py-irt's ``multidim_2pl`` (its default optimiser settings) on the training responses."""
+    from merge3.estimate.pyirt_backend import fit_pyirt as backend
+
+    n_models, n_items = Y.shape
+    rm = ResponseMatrix(
+        tuple(f"m{m}" for m in range(n_models)),
+        tuple(f"t/i{i}" for i in range(n_items)),
+        ("t",) * n_items,
+        np.where(train, Y, np.nan),
+    )
+    t0, c0 = time.perf_counter(), time.process_time()
+    bank = backend(rm, "2pl", dims=2, epochs=epochs, seed=seed)
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    theta = np.array([bank.abilities[m] for m in rm.models])
+    return elapsed, cpu, 1 / (1 + np.exp(-(theta @ bank.alpha.T - bank.beta)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", type=int, default=400)
+    ap.add_argument("--items", type=int, default=10_000)
+    ap.add_argument("--pyirt-epochs", type=int, default=2000, help="py-irt's default is 2000")
+    ap.add_argument("--no-pyirt", action="store_true")
+    ap.add_argument("--from-json", action="store_true", help="only rewrite RESULTS.md from JSON")
+    ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    args = ap.parse_args()
+    if args.from_json:
+        write_results(json.loads(OUT.read_text()))
+        return
+    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+
+    rng = np.random.default_rng(0)
+    world = make_world(items_per_task=args.items // 4, seed=0)
+    theta = rng.normal(size=(args.models, 2))
+    Y = world.sample(theta, rng)
+    held = rng.random(Y.shape) < 0.1
+    train = np.where(held, np.nan, Y)
+    result: dict = {"models": args.models, "items": args.items, "heldout_fraction": 0.1}
+
+    result["load_avg_1min_start"] = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    fit = TwoPL(dims=2, seed=0).fit(train)
+    result["merge3_fit_s"] = time.perf_counter() - t0
+    result["merge3_fit_cpu_s"] = time.process_time() - c0
+    result["merge3_steps"] = fit.n_iter_
+    result["merge3_heldout_ll"] = heldout_ll(fit.predict_proba(), Y, held)
+    result["truth_heldout_ll"] = heldout_ll(world.prob(theta), Y, held)
+    print(
+        f"merge3 2PL D=2 fit: {result['merge3_fit_s']:.1f} s (CPU {result['merge3_fit_cpu_s']:.1f}"
+        f" s, load {result['load_avg_1min_start']:.1f}), held-out LL "
+        f"{result['merge3_heldout_ll']:.4f} (true parameters {result['truth_heldout_ll']:.4f})"
+    )
+
+    try:
+        if args.no_pyirt:
+            raise ImportError("--no-pyirt")
+        import py_irt  # noqa: F401
+
+        secs, cpu, p = fit_pyirt(Y, ~held, args.pyirt_epochs, 0)
+        result.update(
+            pyirt_fit_s=secs,
+            pyirt_fit_cpu_s=cpu,
+            pyirt_epochs=args.pyirt_epochs,
+            pyirt_heldout_ll=heldout_ll(p, Y, held),
+        )
+        result["speedup"] = secs / result["merge3_fit_s"]
+        result["speedup_cpu"] = cpu / result["merge3_fit_cpu_s"]
+        print(
+            f"py-irt multidim_2pl ({args.pyirt_epochs} epochs): {secs:.1f} s (CPU {cpu:.1f} s), "
+            f"held-out LL {result['pyirt_heldout_ll']:.4f}"
+        )
+        print(
+            f"ratio py-irt / merge3: wall time {result['speedup']:.1f}x, CPU time "
+            f"{result['speedup_cpu']:.1f}x; held-out LL difference merge3 − py-irt: "
+            f"{result['merge3_heldout_ll'] - result['pyirt_heldout_ll']:+.4f}"
+        )
+    except ImportError as exc:
+        print(f"py-irt not run ({exc}); install the extra `pyirt` to compare")
+
+    # Abilities of 1,000 candidates from 100 anchors (25 per task), batched.
+    anchors = np.concatenate(
+        [np.arange(k * args.items // 4, k * args.items // 4 + 25) for k in range(4)]
+    )
+    cand = rng.normal(size=(1000, 2))
+    Ya = world.sample(cand, rng)[:, anchors]
+    a, b = fit.alpha_[anchors], fit.beta_[anchors]
+    fit_abilities(a, b, Ya[:10])  # warm-up
+    t0 = time.perf_counter()
+    fit_abilities(a, b, Ya)
+    result["abilities_1000x100_s"] = time.perf_counter() - t0
+    ends = rng.normal(size=(3, 2))
+    t0 = time.perf_counter()
+    fit_mixing(a, b, ends, Ya, "simplex")
+    result["mixing_1000x100_J3_s"] = time.perf_counter() - t0
+    print(
+        f"abilities 1000 candidates × 100 anchors: {result['abilities_1000x100_s']:.3f} s; "
+        f"mp-IRT λ (J = 3, simplex): {result['mixing_1000x100_J3_s']:.3f} s"
+    )
+    result["load_avg_1min_end"] = os.getloadavg()[0]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2))
+    print(f"wrote {OUT}")
+    if not args.no_write:
+        write_results(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The IRT family of estimators: irt, pirt, gpirt (tinyBenchmarks) and mpirt, gmpirt (MERGE³).
+
+Everything that does not depend on the candidates (anchor/task indices into the item bank,
+endpoint abilities) is resolved in the constructor, so ``estimate`` is a few small matrix
+products plus one batched ability (or mixing-weight) fit over all anchors of all tasks: the
+latent space is shared by the tasks, so every anchor informs θ.
+
+- ``irt``:    mean over the task's items of P(correct | θ̂), θ̂ fitted on the anchors.
+- ``pirt``:   ℓ·(anchor mean) + (1 − ℓ)·(mean P over the non-anchor items), ℓ = n_anchors/n_items.
+- ``gpirt``:  λ·mean + (1 − λ)·pirt.
+- ``mpirt``:  pirt with θ = Σ_j λ_j θ_j, only λ fitted (endpoint θ_j fitted once, on full rows).
+- ``gmpirt``: λ·mean + (1 − λ)·mpirt.
+
+The mix λ of the g-estimators is given, or calibrated on validation models whose full-task
+accuracy is known (:meth:`MixedEstimator.calibrate`, :func:`mix_weight`). tinyBenchmarks' rule is
+λ = b² / (b² + s²), b² the mean squared error of the IRT part and s² that of the anchor mean on
+the validation models (for random anchors s² ≈ v/(4n), v = 4·p(1 − p) ≤ 1, their b²/(b² + v/(4n))).
+It assumes independent errors; the default ``lstsq`` rule fits λ to the validation errors
+directly, which matters for mp-IRT, whose errors are correlated with the mean's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from merge3.errors import ConfigError, DataError
+from merge3.estimate.ability import CONSTRAINTS, fit_abilities, fit_mixing
+from merge3.estimate.base import Estimator, MeanEstimator
+from merge3.estimate.itembank import ItemBank
+from merge3.extract import AnchorSet
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+def _rows(correct: Mapping[str, np.ndarray], task: str, n: int) -> np.ndarray:
+    if task not in correct:
+        raise DataError(f"no anchor correctness given for task {task!r}")
+    y = np.atleast_2d(np.asarray(correct[task], dtype=float))
+    if y.shape[1] != n:
+        raise DataError(f"task {task!r}: {y.shape[1]} anchor responses per model, expected {n}")
+    return y
+
+
+class IRTEstimator(Estimator):
+    """``irt``: θ̂ from all anchors (MAP, N(0, I) prior), then mean P over each task's items."""
+
+    name = "irt"
+
+    def __init__(self, anchors: AnchorSet, bank: ItemBank, prior_scale: float = 1.0) -> None:
+        super().__init__(anchors)
+        self.bank = bank
+        self.prior_scale = prior_scale
+        self._anchor_idx, self._task_idx, self._rest_idx = {}, {}, {}
+        for task, a in anchors.tasks.items():
+            idx = bank.index(a.items)
+            task_idx = bank.task_index(task)
+            wrong = np.setdiff1d(idx, task_idx)
+            if wrong.size:
+                raise DataError(
+                    f"anchor {bank.items[wrong[0]]!r} of task {task!r} belongs to task "
+                    f"{bank.tasks[wrong[0]]!r} in {bank.source}"
+                )
+            self._anchor_idx[task] = idx
+            self._task_idx[task] = task_idx
+            self._rest_idx[task] = np.setdiff1d(task_idx, idx)
+        self._all_anchors = np.concatenate(list(self._anchor_idx.values()))
+
+    def _stack(self, correct: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.hstack([_rows(correct, t, len(i)) for t, i in self._anchor_idx.items()])
+
+    def abilities(self, correct: Mapping[str, np.ndarray]) -> np.ndarray:
+        """θ̂ (n_models × D) of the candidates from their anchor correctness."""
+        b = self.bank
+        i = self._all_anchors
+        return fit_abilities(b.alpha[i], b.beta[i], self._stack(correct), self.prior_scale)
+
+    def _probs(self, theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return _sigmoid(theta @ self.bank.alpha[idx].T - self.bank.beta[idx])
+
+    def _from_theta(self, theta: np.ndarray, correct: Mapping[str, np.ndarray]) -> dict:
+        return {t: self._probs(theta, i).mean(axis=1) for t, i in self._task_idx.items()}
+
+    def estimate(self, correct: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._from_theta(self.abilities(correct), correct)
+
+
+class PIRTEstimator(IRTEstimator):
+    """``pirt``: observed anchors count as themselves, the other items by their predicted P."""
+
+    name = "pirt"
+
+    def _from_theta(self, theta: np.ndarray, correct: Mapping[str, np.ndarray]) -> dict:
+        out = {}
+        for task, idx in self._task_idx.items():
+            y = _rows(correct, task, len(self._anchor_idx[task]))
+            ell = y.shape[1] / len(idx)
+            rest = self._rest_idx[task]
+            pred = self._probs(theta, rest).mean(axis=1) if rest.size else 0.0
+            out[task] = ell * np.nanmean(y, axis=1) + (1 - ell) * pred
+        return out
+
+
+class MPIRTEstimator(PIRTEstimator):
+    """``mpirt``: a candidate's θ is Σ_j λ_j θ_j over the endpoints; λ fitted on its anchors.
+
+    ``endpoints`` is (J × D), the endpoints' abilities fitted once on their full responses
+    (see :func:`endpoint_abilities`). ``constraint`` is the feasible set of λ (default
+    ``simplex``: a merge stays inside its endpoints' hull; see ``ability.fit_mixing``).
+    """
+
+    name = "mpirt"
+
+    def __init__(
+        self,
+        anchors: AnchorSet,
+        bank: ItemBank,
+        endpoints: np.ndarray | None = None,
+        constraint: str = "simplex",
+        prior_scale: float = 1.0,
+    ) -> None:
+        super().__init__(anchors, bank, prior_scale)
+        if endpoints is None or len(np.atleast_2d(endpoints)) == 0:
+            raise ConfigError(f"{self.name} needs endpoint abilities (--endpoint-responses)")
+        endpoints = np.atleast_2d(np.asarray(endpoints, float))
+        if endpoints.shape[1] != bank.dims:
+            raise DataError(
+                f"endpoint abilities have {endpoints.shape[1]} dimensions, the IRT model "
+                f"{bank.dims}"
+            )
+        self.endpoints = endpoints
+        self.constraint = constraint
+        if constraint not in CONSTRAINTS:
+            raise ConfigError(
+                f"unknown mixing constraint {constraint!r}; choose from {CONSTRAINTS}"
+            )
+
+    def mixing(self, correct: Mapping[str, np.ndarray]) -> np.ndarray:
+        """λ (n_models × J): how much of each endpoint's ability each candidate has."""
+        b, i = self.bank, self._all_anchors
+        return fit_mixing(
+            b.alpha[i],
+            b.beta[i],
+            self.endpoints,
+            self._stack(correct),
+            self.constraint,
+            self.prior_scale,
+        )
+
+    def abilities(self, correct: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.mixing(correct) @ self.endpoints
+
+
+class MixedEstimator(Estimator):
+    """λ·mean + (1 − λ)·(an IRT estimator); λ per task, given or calibrated on validation."""
+
+    base: type[IRTEstimator]
+
+    def __init__(
+        self, anchors: AnchorSet, *args, lam: float | Mapping[str, float] | None = None, **kwargs
+    ) -> None:
+        super().__init__(anchors)
+        self.irt = self.base(anchors, *args, **kwargs)
+        self.mean = MeanEstimator(anchors)
+        if lam is None:
+            self.lam_: dict[str, float] | None = None
+        elif isinstance(lam, Mapping):
+            self.lam_ = {t: float(lam[t]) for t in anchors.tasks}
+        else:
+            self.lam_ = dict.fromkeys(anchors.tasks, float(lam))
+        if self.lam_ is not None and not all(0 <= v <= 1 for v in self.lam_.values()):
+            raise ConfigError(f"{self.name}: the mix λ must lie in [0, 1], got {self.lam_}")
+
+    def calibrate(
+        self,
+        correct: Mapping[str, np.ndarray],
+        truth: Mapping[str, np.ndarray],
+        how: str = "lstsq",
+    ) -> MixedEstimator:
+        """Set λ per task from validation models (anchor correctness and true accuracy)."""
+        irt, mean = self.irt.estimate(correct), self.mean.estimate(correct)
+        self.lam_ = {
+            t: mix_weight(irt[t] - truth[t], mean[t] - truth[t], how) for t in self.anchors.tasks
+        }
+        return self
+
+    def estimate(self, correct: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.lam_ is None:
+            raise ConfigError(f"{self.name}: give the mix λ or validation data to calibrate it")
+        irt, mean = self.irt.estimate(correct), self.mean.estimate(correct)
+        return {t: self.lam_[t] * mean[t] + (1 - self.lam_[t]) * irt[t] for t in irt}
+
+
+class GPIRTEstimator(MixedEstimator):
+    """``gpirt`` (tinyBenchmarks): λ·mean + (1 − λ)·pirt."""
+
+    name = "gpirt"
+    base = PIRTEstimator
+
+
+class GMPIRTEstimator(MixedEstimator):
+    """``gmpirt`` (MERGE³): λ·mean + (1 − λ)·mpirt; λ = 0.5 (MERGE³'s code) unless calibrated."""
+
+    name = "gmpirt"
+    base = MPIRTEstimator
+
+    def __init__(
+        self, anchors: AnchorSet, *args, lam: float | Mapping[str, float] | None = 0.5, **kwargs
+    ) -> None:
+        super().__init__(anchors, *args, lam=lam, **kwargs)
+
+
+MIX_RULES = ("lstsq", "tinybenchmarks")
+
+
+def mix_weight(irt_err: np.ndarray, mean_err: np.ndarray, how: str = "lstsq") -> float:
+    """λ of λ·mean + (1 − λ)·irt from the two estimators' errors on validation models.
+
+    ``tinybenchmarks``: λ = b² / (b² + s²) (mean squared errors), optimal when the errors are
+    independent. ``lstsq`` (default): the λ in [0, 1] minimising the validation squared error,
+    which accounts for their correlation: mp-IRT's λ and the anchor mean see the same anchors,
+    so their errors move together and the independent-errors rule over-weights the mean.
+    """
+    e_irt, e_mean = np.ravel(irt_err), np.ravel(mean_err)
+    if how == "tinybenchmarks":
+        b2, s2 = np.mean(e_irt**2), np.mean(e_mean**2)
+        return float(b2 / (b2 + s2)) if b2 + s2 > 0 else 0.5
+    if how != "lstsq":
+        raise ConfigError(f"unknown mix rule {how!r}; choose from {MIX_RULES}")
+    d = e_irt - e_mean
+    denom = float(np.dot(d, d))
+    return float(np.clip(np.dot(e_irt, d) / denom, 0, 1)) if denom > 0 else 0.5
+
+
+def endpoint_abilities(bank: ItemBank, responses, prior_scale: float = 1.0) -> np.ndarray:
+    """θ_j of each row of ``responses`` (a ResponseMatrix) from all its items the bank knows."""
+    shared = [x for x in responses.items if x in bank]
+    if not shared:
+        raise DataError(f"{responses.source}: none of its items is in {bank.source}")
+    idx = bank.index(shared, "endpoint")
+    Y = responses.columns(shared, "endpoint")
+    return fit_abilities(bank.alpha[idx], bank.beta[idx], Y, prior_scale)
