@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from merge3.errors import ConfigError
 
@@ -31,27 +38,48 @@ class ModelsConfig(_Section):
 
 
 class TaskConfig(_Section):
-    """One task: its items for the search (anchors come from here) and, optionally, for test."""
+    """One task: items for the search (anchors come from there) and, optionally, for test.
+
+    Items come either from local files (``search``/``test``: jsonl, csv or parquet, with an
+    optional ``fields`` mapping) or from a benchmark ``spec`` understood by ``merge3 evaluate``
+    (``mmlu``, ``gsm8k``, ``mgsm-de``, ``senteval-mr``, ``leaderboard-arc``, an lm-eval task,
+    a file), whose ``search_split``/``test_split`` are used, optionally only some ``subjects``.
+    """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    search: str
+    search: str | None = None
     test: str | None = None
-    fields: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, Any] = Field(default_factory=dict)
+    kind: Literal["multiple_choice", "generate"] = "multiple_choice"
+    spec: str | None = None
+    subjects: list[str] | None = None
+    num_fewshot: int = Field(0, ge=0)
+    search_split: str = "search"
+    test_split: str | None = "test"
 
     @field_validator("fields")
     @classmethod
-    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = set(value) - {"id", "question", "choices", "answer"}
+    def _known_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from merge3.data.files import FIELDS
+
+        unknown = set(value) - {*FIELDS, "metadata"}
         if unknown:
-            raise ValueError(
-                f"unknown field name {sorted(unknown)[0]!r} (id, question, choices, answer)"
-            )
+            known = ", ".join([*FIELDS, "metadata"])
+            raise ValueError(f"unknown field name {sorted(unknown)[0]!r} ({known})")
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TaskConfig:
+        if (self.search is None) == (self.spec is None):
+            raise ValueError("give either `search` (an item file) or `spec` (a benchmark)")
+        return self
 
 
 class BenchmarkConfig(_Section):
     tasks: list[TaskConfig] = Field(min_length=1)
     target_delimiter: str = " "
+    data_dir: str | None = None
+    """Where bundled real sets live (default: $MERGE3_DATA, else ../shared/data)."""
 
     @field_validator("tasks")
     @classmethod
@@ -65,12 +93,31 @@ class BenchmarkConfig(_Section):
 
 class AnchorsConfig(_Section):
     n_per_task: int = Field(20, ge=1)
-    method: Literal["random"] = "random"
+    method: Literal["random", "stratified", "irt-kmeans", "correctness-kmeans"] = "random"
     seed: int = 0
 
 
 class EstimatorConfig(_Section):
-    name: Literal["mean"] = "mean"
+    """How anchor correctness becomes estimated accuracy (see merge3/estimate).
+
+    Every estimator but ``mean`` needs IRT item parameters: from ``irt_items`` (a file written
+    by ``merge3 irt fit``) or fitted by the run on the full search split of the endpoints, the
+    base and ``reference_merges`` random merges (evaluated once, cached in RUN_DIR/irt/).
+    """
+
+    name: Literal["mean", "irt", "pirt", "gpirt", "mpirt", "gmpirt"] = "mean"
+    irt_items: str | None = None
+    irt_model: Literal["1pl", "2pl"] = "2pl"
+    dims: int = Field(1, ge=1)
+    reference_merges: int = Field(8, ge=0)
+    lam: float | None = Field(None, ge=0, le=1)
+    """Mix of the g-estimators; None: least squares on the reference merges (0.5 without)."""
+    constraint: Literal["simplex", "affine", "nonneg", "free"] = "simplex"
+    seed: int = 0
+
+    @property
+    def needs_irt(self) -> bool:
+        return self.name != "mean"
 
 
 class MergeConfig(_Section):
@@ -172,17 +219,26 @@ def _resolve_paths(cfg: RunConfig, base_dir: Path) -> RunConfig:
             "endpoints": {k: _expand(v, base_dir) for k, v in cfg.models.endpoints.items()},
         }
     )
+
+    def maybe(value: str | None) -> str | None:
+        return _expand(value, base_dir) if value else None
+
+    def spec(value: str | None) -> str | None:
+        # a spec is a name (mmlu) unless it looks like a file path
+        looks_like_path = value and ("/" in value or value.endswith((".jsonl", ".csv", ".yaml")))
+        return _expand(value, base_dir) if looks_like_path else value
+
     tasks = [
         t.model_copy(
-            update={
-                "search": _expand(t.search, base_dir),
-                "test": _expand(t.test, base_dir) if t.test else None,
-            }
+            update={"search": maybe(t.search), "test": maybe(t.test), "spec": spec(t.spec)}
         )
         for t in cfg.benchmark.tasks
     ]
-    bench = cfg.benchmark.model_copy(update={"tasks": tasks})
-    return cfg.model_copy(update={"models": models, "benchmark": bench})
+    bench = cfg.benchmark.model_copy(
+        update={"tasks": tasks, "data_dir": maybe(cfg.benchmark.data_dir)}
+    )
+    estimator = cfg.estimator.model_copy(update={"irt_items": maybe(cfg.estimator.irt_items)})
+    return cfg.model_copy(update={"models": models, "benchmark": bench, "estimator": estimator})
 
 
 def _check_against_registry(cfg: RunConfig, source: str) -> None:

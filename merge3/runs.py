@@ -87,6 +87,11 @@ class CandidateStore:
         PRIMARY KEY (generation, idx)
     );
     CREATE INDEX IF NOT EXISTS candidates_by_recipe ON candidates (recipe);
+    CREATE TABLE IF NOT EXISTS reference (
+        name TEXT PRIMARY KEY,
+        correct TEXT NOT NULL,
+        seconds REAL NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS final (
         generation INTEGER NOT NULL,
         idx INTEGER NOT NULL,
@@ -130,6 +135,17 @@ class CandidateStore:
         )
         found = cur.fetchone()
         return self._row(found) if found else None
+
+    def add_reference(self, name: str, correct: list[float], seconds: float) -> None:
+        """Full search-split correctness of one reference model (for fitting IRT)."""
+        self._db.execute(
+            "INSERT INTO reference (name, correct, seconds) VALUES (?, ?, ?)",
+            (name, json.dumps(correct), seconds),
+        )
+
+    def references(self) -> dict[str, tuple[list[float], float]]:
+        cur = self._db.execute("SELECT name, correct, seconds FROM reference")
+        return {n: (json.loads(c), s) for n, c, s in cur.fetchall()}
 
     def add_final(self, generation: int, index: int, accuracy: dict, timings: dict) -> None:
         """Store a candidate's true accuracy on the held-out test split (committed at once)."""
@@ -219,6 +235,10 @@ class RunDir:
     @property
     def front_path(self) -> Path:
         return self.path / "front.csv"
+
+    @property
+    def irt_dir(self) -> Path:
+        return self.path / "irt"
 
     def exists(self) -> bool:
         return self.config_path.is_file()

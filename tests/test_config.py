@@ -70,7 +70,10 @@ MALFORMED = [
         "'t' appears twice",
     ),
     (_with("benchmark.tasks.0.fields", {"prompt": "q"}), "benchmark.tasks.0.fields", "'prompt'"),
-    (_with("benchmark.tasks.0.search", ...), "benchmark.tasks.0.search", "required"),
+    (_with("benchmark.tasks.0.search", ...), "benchmark.tasks.0", "give either `search`"),
+    (_with("benchmark.tasks.0.spec", "mmlu"), "benchmark.tasks.0", "or `spec`"),
+    (_with("estimator.lam", 1.5), "estimator.lam", "less than or equal to 1"),
+    (_with("anchors.method", "kmeans"), "anchors.method", "'irt-kmeans'"),
     (
         _with("search", {"algorithm": "ga", "objectives": "per_task"}),
         "search.objectives",

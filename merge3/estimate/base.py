@@ -37,7 +37,10 @@ class MeanEstimator(Estimator):
         out = {}
         for task, anchors in self.anchors.tasks.items():
             y = np.atleast_2d(np.asarray(correct[task], dtype=float))
-            # divide by the weights' own sum: 20 × 0.05 sums to 1.0000000000000002 in floats
-            w = anchors.weights
-            out[task] = np.clip(y @ w / w.sum(), 0.0, 1.0)
+            # Excluded anchors (NaN) drop out with their weight; dividing by the weights' own
+            # sum also keeps 20 × 0.05 (= 1.0000000000000002 in floats) from exceeding 1.
+            w = np.where(np.isnan(y), 0.0, anchors.weights)
+            total = w.sum(axis=1)
+            mean = np.nan_to_num(y) * w
+            out[task] = np.clip(mean.sum(axis=1) / np.where(total > 0, total, np.nan), 0.0, 1.0)
         return out

@@ -14,6 +14,7 @@ import numpy as np
 from merge3.analysis import front_of, ranked
 from merge3.config import RunConfig
 from merge3.data.items import Item
+from merge3.data.tasks import Task
 from merge3.evolve.fitness import Merger
 from merge3.export import export_merge
 from merge3.runs import CandidateRow, CandidateStore, RunDir
@@ -32,6 +33,7 @@ def finalize(
     cfg: RunConfig,
     merger: Merger,
     store: CandidateStore,
+    tasks: Mapping[str, Task],
     test_items: Mapping[str, Sequence[Item]],
 ) -> None:
     chosen = final_candidates(list(store), cfg)
@@ -40,11 +42,11 @@ def finalize(
     done = store.finals()
     todo = [r for r in chosen if (r.generation, r.index) not in done]
     if test_items and todo:
-        evaluators = {task: merger.evaluator(items) for task, items in test_items.items()}
+        evaluators = {t: merger.evaluator(tasks[t], items) for t, items in test_items.items()}
         for row in todo:
             t0 = time.perf_counter()
             merger.merge(row.recipe)
-            accuracy = {t: float(np.mean(ev(merger.model))) for t, ev in evaluators.items()}
+            accuracy = {t: float(np.nanmean(ev(merger.model))) for t, ev in evaluators.items()}
             store.add_final(
                 row.generation, row.index, accuracy, {"test_s": time.perf_counter() - t0}
             )

@@ -10,13 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 from merge3.config import RunConfig
 from merge3.data.items import Item
-from merge3.estimate import ESTIMATORS, Estimator
-from merge3.evaluate import MultipleChoiceEvaluator
+from merge3.data.tasks import Task
+from merge3.estimate import Estimator
+from merge3.evaluate.factory import builtin_evaluator
 from merge3.evolve.genome import GenomeSpace
 from merge3.evolve.granularity import REST, assign
 from merge3.extract import AnchorSet
@@ -75,16 +78,22 @@ class Merger:
             self._groups[key] = assign(self.endpoints.params, mode, blocks)
         return self._groups[key]
 
-    def evaluator(self, items: Sequence[Item]) -> MultipleChoiceEvaluator:
-        """An evaluator with the run's settings (tokenises ``items`` once, now)."""
+    @torch.no_grad()
+    def load_endpoint(self, index: int) -> None:
+        """Write endpoint ``index`` itself (θ₀ + τ_j) into the live model."""
+        for name, p in self.endpoints.params.items():
+            p.data.copy_(self.endpoints.base[name]).add_(self.endpoints.task_vectors[name][index])
+
+    def evaluator(self, task: Task, items: Sequence[Item]):
+        """The evaluator ``task`` needs, with the run's settings (tokenises ``items`` now)."""
         e = self.cfg.evaluation
-        return MultipleChoiceEvaluator(
+        return builtin_evaluator(
+            task,
             items,
             self.tokenizer,
             batch_size=e.batch_size,
-            target_delimiter=self.cfg.benchmark.target_delimiter,
-            normalize=e.normalize,
             device=e.device,
+            max_length=getattr(self.model.config, "max_position_embeddings", None),
         )
 
 
@@ -94,7 +103,7 @@ class Fitness:
     def __init__(
         self,
         merger: Merger,
-        evaluators: Mapping[str, MultipleChoiceEvaluator],
+        evaluators: Mapping[str, Any],
         estimator: Estimator,
         objective_mode: str,
     ) -> None:
@@ -106,15 +115,19 @@ class Fitness:
 
     @classmethod
     def build(
-        cls, cfg: RunConfig, items: Mapping[str, Sequence[Item]], anchors: AnchorSet
+        cls,
+        cfg: RunConfig,
+        merger: Merger,
+        tasks: Mapping[str, Task],
+        anchors: AnchorSet,
+        estimator: Estimator,
     ) -> Fitness:
-        """Load the models once and tokenise the anchors once."""
-        merger = Merger(cfg)
+        """Tokenise each task's anchors once."""
         evaluators = {}
-        for task, task_anchors in anchors.tasks.items():
-            by_id = {item.id: item for item in items[task]}
-            evaluators[task] = merger.evaluator([by_id[i] for i in task_anchors.items])
-        estimator = ESTIMATORS[cfg.estimator.name](anchors)
+        for name, task_anchors in anchors.tasks.items():
+            by_id = {item.id: item for item in tasks[name].items("search")}
+            anchor_items = [by_id[i] for i in task_anchors.items]
+            evaluators[name] = merger.evaluator(tasks[name], anchor_items)
         return cls(merger, evaluators, estimator, cfg.objective_mode)
 
     def __call__(self, genome: np.ndarray) -> Evaluation:

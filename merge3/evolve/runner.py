@@ -19,14 +19,15 @@ from pymoo.problems.static import StaticProblem
 
 from merge3.analysis import front_csv, front_of
 from merge3.config import RunConfig, dump_config, load_config
-from merge3.data.items import Item, load_jsonl_items
-from merge3.errors import RunDirError
+from merge3.data.tasks import Task
+from merge3.errors import DataError, RunDirError
 from merge3.evolve.algorithms import make_algorithm
+from merge3.evolve.calibrate import prepare_estimation
 from merge3.evolve.final import finalize
-from merge3.evolve.fitness import Fitness
+from merge3.evolve.fitness import Fitness, Merger
 from merge3.evolve.problem import MergeProblem
 from merge3.evolve.progress import Reporter, SilentReporter
-from merge3.extract import AnchorSet, random_anchors
+from merge3.evolve.tasks import load_tasks
 from merge3.runs import CandidateRow, CandidateStore, RunDir, atomic_write_text
 
 
@@ -36,15 +37,6 @@ def prepare_assets(cfg: RunConfig) -> None:
         from merge3.tiny import build_tiny
 
         build_tiny()
-
-
-def load_items(cfg: RunConfig, split: str) -> dict[str, list[Item]]:
-    """Items of every task that has ``split`` (``search`` always; ``test`` where configured)."""
-    return {
-        t.name: load_jsonl_items(getattr(t, split), t.name, t.fields)
-        for t in cfg.benchmark.tasks
-        if getattr(t, split)
-    }
 
 
 def start_search(
@@ -59,17 +51,17 @@ def start_search(
     run = RunDir(run_dir)
     run.check_new()
     prepare_assets(cfg)
-    items = load_items(cfg, "search")
-    anchors = random_anchors(
-        {task: [item.id for item in task_items] for task, task_items in items.items()},
-        cfg.anchors.n_per_task,
-        cfg.anchors.seed,
-    )
-    test_items = load_items(cfg, "test")
-    fitness = Fitness.build(cfg, items, anchors)
+    tasks = load_tasks(cfg)
+    for name, task in tasks.items():
+        n_items = len(task.items("search"))
+        if cfg.anchors.n_per_task > n_items:
+            raise DataError(
+                f"task {name!r}: {cfg.anchors.n_per_task} anchors asked for but its search "
+                f"split has only {n_items} items"
+            )
+    merger = Merger(cfg)
     run.create(dump_config(cfg))
-    atomic_write_text(run.anchors_path, _anchors_text(anchors))
-    _search(run, cfg, fitness, test_items, reporter or SilentReporter())
+    _run(run, cfg, merger, tasks, reporter or SilentReporter())
     return run
 
 
@@ -78,34 +70,30 @@ def resume_search(run_dir: str | Path, reporter: Reporter | None = None) -> RunD
     run = RunDir(run_dir).require()
     cfg = load_config(run.config_path)
     prepare_assets(cfg)
-    items = load_items(cfg, "search")
-    if run.anchors_path.is_file():
-        anchors = AnchorSet.load(run.anchors_path)
-    else:  # killed between writing config.yaml and anchors.json: the seed gives the same set
-        anchors = random_anchors(
-            {task: [item.id for item in task_items] for task, task_items in items.items()},
-            cfg.anchors.n_per_task,
-            cfg.anchors.seed,
-        )
-        atomic_write_text(run.anchors_path, _anchors_text(anchors))
-    test_items = load_items(cfg, "test")
-    fitness = Fitness.build(cfg, items, anchors)
-    _search(run, cfg, fitness, test_items, reporter or SilentReporter())
+    tasks = load_tasks(cfg)
+    _run(run, cfg, Merger(cfg), tasks, reporter or SilentReporter())
     return run
 
 
-def _anchors_text(anchors: AnchorSet) -> str:
-    import json
-
-    return json.dumps(anchors.to_json(), indent=2)
+def _run(
+    run: RunDir, cfg: RunConfig, merger: Merger, tasks: Mapping[str, Task], reporter: Reporter
+) -> None:
+    """Estimation set-up (cached in the run), then the search, then the final evaluation."""
+    store = run.store()
+    try:
+        estimation = prepare_estimation(run, cfg, merger, tasks, store, reporter)
+        fitness = Fitness.build(cfg, merger, tasks, estimation.anchors, estimation.estimator)
+        _search(run, cfg, fitness, store, reporter)
+        reporter.phase("final evaluation on the test split and export of the best merge")
+        test_items = {name: t.items("test") for name, t in tasks.items() if t.items("test")}
+        finalize(run, cfg, merger, store, tasks, test_items)
+    finally:
+        reporter.finish()
+        store.close()
 
 
 def _search(
-    run: RunDir,
-    cfg: RunConfig,
-    fitness: Fitness,
-    test_items: Mapping[str, list[Item]],
-    reporter: Reporter,
+    run: RunDir, cfg: RunConfig, fitness: Fitness, store: CandidateStore, reporter: Reporter
 ) -> None:
     names = cfg.objective_names
     problem = MergeProblem(fitness.space.lower, fitness.space.upper, len(names))
@@ -119,35 +107,28 @@ def _search(
     else:
         done, state = checkpoint
         algorithm = state["algorithm"]
-    store = run.store()
     best: dict[str, float] = {}
     for row in store:
         best = _better(best, row.objectives)
     reporter.start(cfg.search.generations, done)
-    try:
-        while done < cfg.search.generations:
-            population = algorithm.ask()
-            genomes = population.get("X")
-            reused = sum(store.get(done, i) is not None for i in range(len(genomes)))
-            reporter.generation(done, len(genomes), reused)
-            F = np.empty((len(genomes), len(names)))
-            for i, genome in enumerate(genomes):
-                row, was_stored = _evaluate_or_read(store, fitness, done, i, genome)
-                F[i] = [-row.objectives[n] for n in names]
-                best = _better(best, row.objectives)
-                reporter.candidate(best, was_stored)
-            Evaluator().eval(StaticProblem(problem, F=F), population)
-            algorithm.tell(infills=population)
-            done += 1
-            run.save_checkpoint(done, {"algorithm": algorithm, "generation": done})
-            atomic_write_text(
-                run.front_path, front_csv(front_of(store, names), names, fitness.space.names)
-            )
-        reporter.phase("final evaluation on the test split and export of the best merge")
-        finalize(run, cfg, fitness.merger, store, test_items)
-    finally:
-        reporter.finish()
-        store.close()
+    while done < cfg.search.generations:
+        population = algorithm.ask()
+        genomes = population.get("X")
+        reused = sum(store.get(done, i) is not None for i in range(len(genomes)))
+        reporter.generation(done, len(genomes), reused)
+        F = np.empty((len(genomes), len(names)))
+        for i, genome in enumerate(genomes):
+            row, was_stored = _evaluate_or_read(store, fitness, done, i, genome)
+            F[i] = [-row.objectives[n] for n in names]
+            best = _better(best, row.objectives)
+            reporter.candidate(best, was_stored)
+        Evaluator().eval(StaticProblem(problem, F=F), population)
+        algorithm.tell(infills=population)
+        done += 1
+        run.save_checkpoint(done, {"algorithm": algorithm, "generation": done})
+        atomic_write_text(
+            run.front_path, front_csv(front_of(store, names), names, fitness.space.names)
+        )
 
 
 def _evaluate_or_read(
