@@ -191,9 +191,12 @@ def _short(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-# extra verbs
-__import__("merge3.cli_estimate").cli_estimate.add_commands(app)
-__import__("merge3.cli_evaluate").cli_evaluate.add_commands(app)
+# The verbs of the estimate and evaluate layers live beside them; they need `user_errors`,
+# so they are imported after it is defined.
+from merge3 import cli_estimate, cli_evaluate  # noqa: E402
+
+cli_estimate.add_commands(app)
+cli_evaluate.add_commands(app)
 
 
 def main() -> None:

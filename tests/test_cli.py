@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from merge3.cli import app
 
 runner = CliRunner()
-VERBS = ["search", "resume", "front", "merge"]
+VERBS = ["search", "resume", "front", "merge", "export", "evaluate", "extract", "estimate", "irt"]
 
 
 def invoke(*args: str):
