@@ -134,3 +134,42 @@ def test_search_then_front_in_every_format(tmp_path, tiny_dir):
     again = invoke("search", str(config), "--run-dir", str(run_dir))
     assert_user_error(again, "already holds a run", "merge3 resume")
     assert (run_dir / "run.sqlite").read_bytes() == before
+
+
+def test_progress_shows_generations_candidates_items_and_the_best():
+    import io
+
+    from rich.console import Console
+
+    from merge3.evolve.progress import PlainReporter, RichReporter
+
+    buf = io.StringIO()
+    reporter = RichReporter(Console(file=buf, force_terminal=True, width=120))
+    reporter.start(generations=2, done=0)
+    reporter.generation(0, size=3, reused=1)
+    reporter.items(10, 20)
+    reporter.candidate({"mean": 0.625}, reused=False)
+    reporter.phase("final evaluation")
+    reporter.finish()
+    out = buf.getvalue()
+    for text in (
+        "generations",
+        "gen 1 candidates",
+        "items",
+        "best: mean=0.625",
+        "final evaluation",
+    ):
+        assert text in out, out
+
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        plain = PlainReporter()
+        plain.generation(0, size=3, reused=1)
+        plain.candidate({"add": 0.5, "next": 0.75}, reused=True)
+        plain.finish()
+    assert err.getvalue().splitlines() == [
+        "generation 1: 3 candidates (1 from the store)",
+        "best so far: add=0.500 next=0.750",
+    ]

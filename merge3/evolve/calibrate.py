@@ -130,7 +130,11 @@ def reference_responses(
                 merger.endpoints.restore_base()
             else:
                 merger.merge(what)
-            correct = np.concatenate([ev(merger.model) for ev in evaluators.values()])
+            parts, total = [], sum(len(ev.items) for ev in evaluators.values())
+            for ev in evaluators.values():
+                parts.append(ev(merger.model))
+                reporter.items(sum(map(len, parts)), total)
+            correct = np.concatenate(parts)
             store.add_reference(name, correct.tolist(), time.perf_counter() - t0)
         done = store.references()
     items = [i for task in tasks.values() for i in task.items("search")]

@@ -8,7 +8,7 @@ forward passes over the anchors.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +112,8 @@ class Fitness:
         self.evaluators = dict(evaluators)
         self.estimator = estimator
         self.objective_mode = objective_mode
+        self.total_items = sum(len(ev.items) for ev in self.evaluators.values())
+        self.on_items: Callable[[int, int], None] | None = None  # (done, total), for progress
 
     @classmethod
     def build(
@@ -135,7 +137,12 @@ class Fitness:
         recipe = self.space.decode(genome)
         self.merger.merge(recipe)
         t1 = time.perf_counter()
-        correct = {task: ev(self.merger.model) for task, ev in self.evaluators.items()}
+        correct, done = {}, 0
+        for task, ev in self.evaluators.items():
+            correct[task] = ev(self.merger.model)
+            done += len(ev.items)
+            if self.on_items is not None:
+                self.on_items(done, self.total_items)
         t2 = time.perf_counter()
         estimates = {
             t: float(v[0])

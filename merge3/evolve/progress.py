@@ -11,6 +11,7 @@ class Reporter(Protocol):
     def generation(self, generation: int, size: int, reused: int) -> None: ...
     def candidate(self, best: dict[str, float], reused: bool) -> None: ...
     def phase(self, description: str) -> None: ...
+    def items(self, done: int, total: int) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -25,6 +26,9 @@ class SilentReporter:
         pass
 
     def phase(self, description: str) -> None:
+        pass
+
+    def items(self, done: int, total: int) -> None:
         pass
 
     def finish(self) -> None:
@@ -59,9 +63,10 @@ class PlainReporter(SilentReporter):
 
 
 class RichReporter(SilentReporter):
-    """A bar for generations, one for the candidates of the current one, and the best so far."""
+    """Bars for generations, the candidates of the current one and the items being evaluated,
+    and the best estimated fitness so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, console=None) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -76,12 +81,20 @@ class RichReporter(SilentReporter):
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[best]}"),
+            console=console,
         )
         self._gens = None
         self._cands = None
+        self._items = None
+        self._started = False
+
+    def _start(self) -> None:
+        if not self._started:
+            self.progress.start()
+            self._started = True
 
     def start(self, generations: int, done: int) -> None:
-        self.progress.start()
+        self._start()
         self._gens = self.progress.add_task(
             "generations", total=generations, completed=done, best=""
         )
@@ -99,9 +112,17 @@ class RichReporter(SilentReporter):
         self.progress.update(self._gens, best=f"best: {_fmt(best)}")
 
     def phase(self, description: str) -> None:
+        self._start()
         self.progress.console.print(description)
+
+    def items(self, done: int, total: int) -> None:
+        self._start()
+        if self._items is None:
+            self._items = self.progress.add_task("items", total=total, best="")
+        self.progress.update(self._items, completed=done, total=total)
 
     def finish(self) -> None:
         if self._cands is not None:
             self.progress.advance(self._gens)
-        self.progress.stop()
+        if self._started:
+            self.progress.stop()

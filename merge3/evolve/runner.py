@@ -83,6 +83,7 @@ def _run(
     try:
         estimation = prepare_estimation(run, cfg, merger, tasks, store, reporter)
         fitness = Fitness.build(cfg, merger, tasks, estimation.anchors, estimation.estimator)
+        fitness.on_items = reporter.items
         _search(run, cfg, fitness, store, reporter)
         reporter.phase("final evaluation on the test split and export of the best merge")
         test_items = {name: t.items("test") for name, t in tasks.items() if t.items("test")}
