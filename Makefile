@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Until `merge3 demo` (SmolLM2 + MMLU) lands, the main job is the tiny end-to-end search.
 DEMO_RUN ?= runs/demo-tiny-$(shell date +%Y%m%d-%H%M%S)
