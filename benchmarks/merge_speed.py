@@ -16,10 +16,11 @@ precompute time and peak memory, and writes ``benchmarks/results/merge_speed.jso
     python benchmarks/merge_speed.py [--reps 5] [--mergekit-reps 3] [--ops task_arithmetic,...]
                                      [--mergekit-ops ...] [--no-mergekit] [--threads N]
 
-Each operator is measured in one block, (a) and (c) interleaved candidate by candidate and (b)
-right after, so the three see the same machine load; the one-off precompute and the first call
-(kernel compilation) are reported apart from the per-candidate medians. The SmolLM2 folder and
-the endpoints are built once and reused by later runs.
+Each operator is measured in one block: (a) and (c) interleaved candidate by candidate, then
+each (b) (in a spawned child process) followed at once by (a) of the same candidate, so that the
+ratios compare timings taken under the same machine load; (b)/(a) uses these paired medians. The
+one-off precompute and the first call (kernel compilation) are reported apart from the
+per-candidate medians. The SmolLM2 folder and the endpoints are built once and reused.
 """
 
 from __future__ import annotations
