@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from merge3.errors import DataError
+from merge3.estimate.tasked import ItemsByTask
 
 
 @dataclass
-class ItemBank:
+class ItemBank(ItemsByTask):
     """Item parameters α (I × D), β (I,) of a fitted IRT model, keyed by item id."""
 
     kind: str
@@ -45,16 +46,6 @@ class ItemBank:
     @property
     def dims(self) -> int:
         return self.alpha.shape[1]
-
-    @property
-    def task_names(self) -> list[str]:
-        return list(dict.fromkeys(self.tasks))
-
-    def items_by_task(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {t: [] for t in self.task_names}
-        for item, task in zip(self.items, self.tasks, strict=True):
-            out[task].append(item)
-        return out
 
     def index(self, items: Sequence[str], what: str = "anchor") -> np.ndarray:
         """Row indices of ``items``; a clear error naming the first id this bank lacks."""

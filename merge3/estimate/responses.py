@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from merge3.errors import DataError
+from merge3.estimate.tasked import ItemsByTask
 
 
 @dataclass(frozen=True)
-class ResponseMatrix:
+class ResponseMatrix(ItemsByTask):
     """``values[m, i]`` is model ``models[m]``'s score on item ``items[i]`` (NaN = missing)."""
 
     models: tuple[str, ...]
@@ -49,17 +50,6 @@ class ResponseMatrix:
                 raise DataError(f"{self.source}: duplicate {name} id {dup!r}")
 
     # --- views ------------------------------------------------------------------------------
-    @property
-    def task_names(self) -> list[str]:
-        """Tasks in order of first appearance."""
-        return list(dict.fromkeys(self.tasks))
-
-    def items_by_task(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {t: [] for t in self.task_names}
-        for item, task in zip(self.items, self.tasks, strict=True):
-            out[task].append(item)
-        return out
-
     def columns(self, items: Sequence[str], what: str = "anchor") -> np.ndarray:
         """The (n_models, len(items)) block of these item ids; a clear error if one is absent."""
         index = {x: i for i, x in enumerate(self.items)}
