@@ -22,7 +22,15 @@ from typing import Any
 import torch
 
 from merge3.merging import kernels
-from merge3.merging.registry import MergeOperator, Parameter, ParamValues, register
+from merge3.merging.registry import (
+    DENSITY,
+    LAMBDA,
+    WEIGHT,
+    MergeOperator,
+    Parameter,
+    ParamValues,
+    register,
+)
 from merge3.merging.ties import l1_scale
 
 ONE = 0x3C00
@@ -85,17 +93,9 @@ class _Dare(MergeOperator):
     consensus: str | None = None  # None: no sign election; else from the "consensus" parameter
     prepare_in_threads = True
     parameters = (
-        Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0)),
-        Parameter(
-            "density",
-            1.0,
-            per_model=True,
-            bounds=(0.05, 1.0),
-            minimum=0.0,
-            exclusive_minimum=True,
-            maximum=1.0,
-        ),
-        Parameter("lambda", 1.0, bounds=(0.0, 2.0)),
+        WEIGHT,
+        DENSITY,
+        LAMBDA,
         Parameter("normalize", False),
         Parameter("rescale", "l1", choices=("l1", "inverse_density", "none")),
     )

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from merge3.merging import kernels
-from merge3.merging.registry import MergeOperator, Parameter, ParamValues, register
+from merge3.merging.registry import LAMBDA, WEIGHT, MergeOperator, Parameter, ParamValues, register
 
 
 def weighted_sum_into(
@@ -47,8 +47,8 @@ class TaskArithmetic(MergeOperator):
 
     name = "task_arithmetic"
     parameters = (
-        Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0)),
-        Parameter("lambda", 1.0, bounds=(0.0, 2.0)),
+        WEIGHT,
+        LAMBDA,
         Parameter("normalize", False),
     )
 
@@ -77,7 +77,7 @@ class Linear(MergeOperator):
 
     name = "linear"
     parameters = (
-        Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0)),
+        WEIGHT,
         Parameter("normalize", True),
     )
 

@@ -168,6 +168,19 @@ class MergeOperator(ABC):
         return resolved
 
 
+# Parameters several operators share, declared once (Parameter is frozen, so sharing is safe).
+WEIGHT = Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0))
+LAMBDA = Parameter("lambda", 1.0, bounds=(0.0, 2.0))
+DENSITY = Parameter(
+    "density",
+    1.0,
+    per_model=True,
+    bounds=(0.05, 1.0),
+    minimum=0.0,
+    exclusive_minimum=True,
+    maximum=1.0,
+)
+
 OPERATORS: dict[str, type[MergeOperator]] = {}
 
 

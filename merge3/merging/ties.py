@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from merge3.merging import kernels
-from merge3.merging.registry import MergeOperator, Parameter, ParamValues, register
+from merge3.merging.registry import DENSITY, LAMBDA, MergeOperator, Parameter, ParamValues, register
 
 _EPS = 1e-7
 
@@ -69,16 +69,8 @@ class Ties(MergeOperator):
     prepare_in_threads = True
     parameters = (
         Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0), minimum=0.0),
-        Parameter(
-            "density",
-            1.0,
-            per_model=True,
-            bounds=(0.05, 1.0),
-            minimum=0.0,
-            exclusive_minimum=True,
-            maximum=1.0,
-        ),
-        Parameter("lambda", 1.0, bounds=(0.0, 2.0)),
+        DENSITY,
+        LAMBDA,
         Parameter("normalize", True),
         Parameter("rescale", False),
         Parameter("consensus", "sum", choices=("sum", "count")),

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from merge3.merging.linear import weighted_sum_into
-from merge3.merging.registry import MergeOperator, Parameter, ParamValues, register
+from merge3.merging.registry import LAMBDA, WEIGHT, MergeOperator, Parameter, ParamValues, register
 
 
 @contextmanager
@@ -88,7 +88,7 @@ class Tsv(MergeOperator):
 
     name = "tsv"
     parameters = (
-        Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0)),
+        WEIGHT,
         Parameter("alpha", 1.0, bounds=(0.0, 2.0)),
     )
 
@@ -185,8 +185,8 @@ class TsvCompress(MergeOperator):
 
     name = "tsv_compress"
     parameters = (
-        Parameter("weight", 1.0, per_model=True, bounds=(0.0, 1.0)),
-        Parameter("lambda", 1.0, bounds=(0.0, 2.0)),
+        WEIGHT,
+        LAMBDA,
     )
 
     def __init__(self, fraction: float | None = None) -> None:
