@@ -83,7 +83,11 @@ def add_commands(app: typer.Typer) -> None:
         items_file: Annotated[Path | None, typer.Option("--items")] = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
     ) -> None:
-        """Choose N anchor items per task (random, stratified, irt-kmeans, correctness-kmeans)."""
+        """Choose N anchor items per task.
+
+        Methods: random, stratified, irt-kmeans, correctness-kmeans, irt-info (most informative
+        about ability; needs --irt, uses --responses' models as the population when given).
+        """
         from merge3.errors import ConfigError
         from merge3.estimate.itembank import ItemBank
         from merge3.estimate.responses import read_responses
@@ -115,6 +119,9 @@ def add_commands(app: typer.Typer) -> None:
             float | None, typer.Option("--lambda", help="Mix λ of g-estimators.")
         ] = None,
         constraint: Annotated[str, typer.Option("--constraint", help="mpirt's λ set.")] = "simplex",
+        inference: Annotated[
+            str, typer.Option("--inference", help="mpirt's λ: map or posterior (mean).")
+        ] = "map",
         items_file: Annotated[Path | None, typer.Option("--items")] = None,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
@@ -128,7 +135,7 @@ def add_commands(app: typer.Typer) -> None:
         anchor_set = AnchorSet.load(anchors)
         ends = read_responses(endpoint_responses) if endpoint_responses else None
         val = read_responses(validation, items_file) if validation else None
-        est = build_estimator(estimator, anchor_set, bank, ends, val, lam, constraint)
+        est = build_estimator(estimator, anchor_set, bank, ends, val, lam, constraint, inference)
         models, correct = read_anchor_correctness(responses, anchor_set, items_file)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

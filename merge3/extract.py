@@ -58,6 +58,10 @@ class AnchorSet:
             raise DataError(
                 f"{source}: not an anchor file ({exc!r} missing or malformed)"
             ) from None
+        except DataError as exc:  # name the file and the task
+            pairs = data["tasks"].items()
+            bad = next((t for t, v in pairs if len(v["items"]) != len(v["weights"])), None)
+            raise DataError(f"{source}: " + (f"task {bad!r}: " if bad else "") + str(exc)) from None
         return cls(tasks, data.get("method", "unknown"), data.get("seed"))
 
     def save(self, path: str | Path) -> None:
@@ -170,14 +174,61 @@ def kmeans_anchors(
     return AnchorSet(tasks, method, seed)
 
 
-METHODS = ("random", "stratified", "irt-kmeans", "correctness-kmeans")
+def information_anchors(bank, n_per_task: int, seed: int, abilities=None) -> AnchorSet:
+    """Per task, the n items that together tell the most about a model's ability (metabench).
+
+    Greedy Bayesian D-optimal design: each step adds the item that most raises the average,
+    over a population of abilities, of log det(I + Σ_anchors P(1 − P) α αᵀ), the Fisher
+    information of θ (N(0, I) prior) from the anchors picked so far. The population is the
+    reference models' fitted abilities when given, else 512 seeded draws from the prior the
+    IRT fit normalises abilities to. Items that discriminate well near where the models are
+    win; items everyone gets right (or wrong) are left out. Such anchors are not a
+    representative sample, so their weights are equal and ``mean`` over them is biased: use
+    them with the IRT estimators (pirt, mpirt, and the g-mixes with a calibrated λ).
+    """
+    rng = np.random.default_rng(seed)
+    theta = (
+        rng.standard_normal((512, bank.dims))
+        if abilities is None
+        else np.atleast_2d(np.asarray(abilities, float))
+    )
+    eye = np.eye(bank.dims)
+    tasks = {}
+    for task, ids in bank.items_by_task().items():
+        ids = list(ids)
+        _check_n(task, n_per_task, len(ids))
+        idx = bank.index(ids)
+        alpha, beta = bank.alpha[idx], bank.beta[idx]
+        p = 1 / (1 + np.exp(-(theta @ alpha.T - beta)))
+        pq = p * (1 - p)  # (M, I): the information weight of each item for each model
+        info = np.broadcast_to(eye, (len(theta), *eye.shape)).copy()
+        free = np.ones(len(ids), bool)
+        chosen = []
+        for _ in range(n_per_task):
+            # Matrix determinant lemma: log det(F + w aaᵀ) − log det F = log(1 + w aᵀF⁻¹a).
+            quad = np.einsum("id,mde,ie->mi", alpha, np.linalg.inv(info), alpha)
+            gain = np.log1p(pq * quad).mean(axis=0)
+            gain[~free] = -np.inf
+            i = int(np.argmax(gain))
+            chosen.append(i)
+            free[i] = False
+            info += pq[:, i, None, None] * np.outer(alpha[i], alpha[i])
+        chosen.sort()
+        tasks[task] = TaskAnchors(
+            tuple(ids[i] for i in chosen), np.full(n_per_task, 1 / n_per_task)
+        )
+    return AnchorSet(tasks, "irt-info", seed)
+
+
+METHODS = ("random", "stratified", "irt-kmeans", "correctness-kmeans", "irt-info")
 
 
 def extract(method: str, n_per_task: int, seed: int = 0, bank=None, responses=None) -> AnchorSet:
     """Anchors by ``method`` from an IRT item bank (``bank``) or a response matrix.
 
-    ``irt-kmeans`` needs ``bank``; ``correctness-kmeans`` needs ``responses``; ``random`` and
-    ``stratified`` take item ids (and subjects) from whichever is given.
+    ``irt-kmeans`` and ``irt-info`` need ``bank`` (``irt-info`` uses the abilities of
+    ``responses``' models when given); ``correctness-kmeans`` needs ``responses``; ``random``
+    and ``stratified`` take item ids (and subjects) from whichever is given.
     """
     if method not in METHODS:
         raise DataError(f"unknown extraction method {method!r}; choose from {', '.join(METHODS)}")
@@ -190,6 +241,15 @@ def extract(method: str, n_per_task: int, seed: int = 0, bank=None, responses=No
     if method == "stratified":
         subjects = dict(zip(source.items, source.subjects or (), strict=False))
         return stratified_anchors(by_task, n_per_task, seed, subjects)
+    if method == "irt-info":
+        if bank is None:
+            raise DataError("irt-info needs an IRT item file (--irt)")
+        abilities = None
+        if responses is not None:
+            from merge3.estimate.estimators import endpoint_abilities
+
+            abilities = endpoint_abilities(bank, responses)
+        return information_anchors(bank, n_per_task, seed, abilities)
     if method == "irt-kmeans":
         if bank is None:
             raise DataError("irt-kmeans needs an IRT item file (--irt)")

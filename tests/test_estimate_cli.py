@@ -205,3 +205,46 @@ def test_pyirt_backend_without_the_extra_is_a_clear_error(files, tmp_path, monke
         monkeypatch.setitem(sys.modules, name, None)  # as if py-irt were not installed
     r = run("irt", "fit", files / "ref.csv", "--backend", "pyirt", "--out", tmp_path / "x.json")
     assert r.exit_code == 2 and "needs the extra" in r.output
+
+
+def test_information_anchors_and_posterior_mixing_from_the_cli(files, tmp_path):
+    d = files
+    out = tmp_path / "info.json"
+    r = run(
+        "extract",
+        "--irt",
+        d / "items.json",
+        "--responses",
+        d / "ref.csv",
+        "--n",
+        "5",
+        "--method",
+        "irt-info",
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.output
+    anchors = json.loads(out.read_text())
+    assert anchors["method"] == "irt-info"
+    assert all(len(a["items"]) == 5 for a in anchors["tasks"].values())
+    common = [
+        "estimate",
+        "--irt",
+        d / "items.json",
+        "--anchors",
+        out,
+        "--responses",
+        d / "cand.csv",
+        "--estimator",
+        "mpirt",
+        "--endpoint-responses",
+        d / "ends.parquet",
+        "--json",
+    ]
+    post = run(*common, "--inference", "posterior")
+    point = run(*common)
+    assert post.exit_code == 0 and point.exit_code == 0, post.output + point.output
+    a, b = json.loads(post.stdout)["estimates"], json.loads(point.stdout)["estimates"]
+    assert a.keys() == b.keys() and a != b  # a different reading of the same anchors
+    bad = run(*common, "--inference", "posterior", "--constraint", "free")
+    assert bad.exit_code == 2 and "simplex" in bad.output

@@ -161,3 +161,52 @@ def test_bad_input_is_a_clear_error(setting):
     nan = {t: np.full((1, 5), np.nan) for t in anchors.tasks}
     with pytest.raises(DataError, match="NaN-only"):
         est.estimate(nan)
+
+
+def test_posterior_mpirt_beats_map_at_few_anchors_with_oracle_items():
+    # Bayes: with the true items and endpoints, the posterior mean under the uniform prior the
+    # merges were drawn from can only beat the MAP point on average; at 10 anchors it must.
+    world = make_world(items_per_task=150, regime="realistic", seed=3)
+    rng = np.random.default_rng(4)
+    bank = world.bank()
+    anchors = random_anchors(bank.items_by_task(), 10, seed=0)
+    err = {"map": [], "posterior": []}
+    for _ in range(4):
+        ends = rng.normal(size=(3, 2))
+        theta, _ = merges(ends, 60, rng, sizes=(3,))
+        truth, c = world.true_accuracy(theta), _correct(world.responses(theta, rng, "m"), anchors)
+        for how in err:
+            est = MPIRTEstimator(anchors, bank, ends, inference=how)
+            err[how].append(_mae(est.estimate(c), truth))
+    assert np.mean(err["posterior"]) < 0.95 * np.mean(err["map"]), err
+
+
+def test_posterior_weights_are_a_distribution_and_seeded(setting):
+    world, bank, groups = setting
+    anchors = random_anchors(bank.items_by_task(), 20, seed=1)
+    g = groups[0]
+    c = _correct(g["test"], anchors)
+    a = MPIRTEstimator(anchors, bank, g["ends"], inference="posterior", samples=512, seed=7)
+    b = MPIRTEstimator(anchors, bank, g["ends"], inference="posterior", samples=512, seed=7)
+    w = a.posterior_weights(c)
+    assert w.shape == (30, 512) and np.allclose(w.sum(1), 1) and (w >= 0).all()
+    lam = a.mixing(c)
+    assert np.allclose(lam.sum(1), 1) and (lam >= 0).all()
+    for t, v in a.estimate(c).items():
+        np.testing.assert_array_equal(v, b.estimate(c)[t])
+        assert ((v >= 0) & (v <= 1)).all()
+    # With a very informative likelihood the posterior concentrates where MAP is.
+    many = random_anchors(bank.items_by_task(), 150, seed=1)
+    cm = _correct(g["test"], many)
+    post = MPIRTEstimator(many, bank, g["ends"], inference="posterior", seed=0).estimate(cm)
+    point = MPIRTEstimator(many, bank, g["ends"]).estimate(cm)
+    assert _mae(post, point) < 0.01
+
+
+def test_posterior_inference_needs_the_simplex(setting):
+    world, bank, groups = setting
+    anchors = random_anchors(bank.items_by_task(), 5, seed=0)
+    with pytest.raises(ConfigError, match="simplex"):
+        MPIRTEstimator(anchors, bank, groups[0]["ends"], "affine", inference="posterior")
+    with pytest.raises(ConfigError, match="inference"):
+        MPIRTEstimator(anchors, bank, groups[0]["ends"], inference="laplace")

@@ -36,6 +36,14 @@ def test_every_method_gives_n_weighted_anchors_reproducibly(sources, method):
         assert np.all(ta.weights > 0)
     again = extract(method, 8, seed=1, bank=bank, responses=rm)
     assert again.to_json() == a.to_json()
+    if method == "irt-info":
+        # A deterministic design given the models' abilities: the seed only draws the
+        # population when there are no responses (then it comes from the prior).
+        assert (
+            extract(method, 8, seed=2, bank=bank, responses=rm).to_json()["tasks"]
+            == (a.to_json()["tasks"])
+        )
+        return
     other = extract(method, 8, seed=2, bank=bank, responses=rm)
     assert other.to_json()["tasks"] != a.to_json()["tasks"]
 
@@ -71,3 +79,28 @@ def test_json_roundtrip_and_errors(tmp_path, sources):
         extract("correctness-kmeans", 5, 0, bank=bank)
     with pytest.raises(DataError, match="unknown extraction method"):
         extract("best", 5, 0, bank=bank)
+
+
+def test_information_anchors_prefer_discriminating_items_near_the_models():
+    # Half the items discriminate (α = 2) and sit where the models are (β ≈ 0); the rest are
+    # flat (α = 0.2) or far too easy (β = −6). The design must take its anchors from the first.
+    rng = np.random.default_rng(0)
+    n_items = 80
+    items = tuple(f"t/q{i}" for i in range(n_items))
+    alpha = np.full((n_items, 1), 2.0)
+    beta = rng.normal(0, 0.5, n_items)
+    alpha[40:60] = 0.2
+    beta[60:] = -6.0
+    bank = ItemBank("2pl", items, ("t",) * n_items, alpha, beta)
+    a = extract("irt-info", 10, seed=0, bank=bank)
+    picked = [int(x.split("q")[1]) for x in a.tasks["t"].items]
+    assert all(i < 40 for i in picked), picked
+    # Greedy D-optimality spreads difficulties: not ten copies of the single best β.
+    assert np.ptp(beta[picked]) > 0.5
+    np.testing.assert_allclose(a.tasks["t"].weights, 0.1)
+    with pytest.raises(DataError, match="irt-info needs an IRT item file"):
+        extract(
+            "irt-info",
+            3,
+            responses=ResponseMatrix(("m",), items, ("t",) * n_items, np.ones((1, n_items))),
+        )

@@ -116,3 +116,21 @@ def test_benchmark_spec_tasks_with_a_subject_filter():
     bad.benchmark.tasks[0].__dict__["subjects"] = ["astrology"]
     with pytest.raises(DataError, match="no 'mmlu' items of subjects"):
         load_tasks(bad)
+
+
+def test_information_anchors_with_posterior_mixing_run_a_search(tiny_dir, tmp_path):
+    path = _config(tmp_path, inference="posterior")
+    data = yaml.safe_load(path.read_text())
+    data["anchors"]["method"] = "irt-info"
+    data["search"].update(generations=1, population=4)
+    data["final"]["top_k"] = 2
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = start_search(path, tmp_path / "run").path
+    anchors = json.loads((run / "anchors.json").read_text())
+    assert anchors["method"] == "irt-info"
+    assert {t: len(a["items"]) for t, a in anchors["tasks"].items()} == {"add": 10, "color": 10}
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["estimator"]["inference"] == "posterior"
+    df = load_run(run).evaluations()
+    assert len(df) >= 4 and df[["add", "color"]].notna().all().all()
+    assert ((df[["add", "color"]] >= 0) & (df[["add", "color"]] <= 1)).all().all()

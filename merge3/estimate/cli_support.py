@@ -43,6 +43,7 @@ def build_estimator(
     validation: ResponseMatrix | None = None,
     lam: float | None = None,
     constraint: str = "simplex",
+    inference: str = "map",
 ) -> Estimator:
     """The estimator ``name`` ready to call; g-estimators calibrated if validation is given."""
     if name not in NAMES:
@@ -57,7 +58,11 @@ def build_estimator(
             raise ConfigError(
                 f"estimator {name!r} needs the endpoints' full responses (--endpoint-responses)"
             )
-        kwargs = dict(endpoints=endpoint_abilities(bank, endpoints), constraint=constraint)
+        kwargs = dict(
+            endpoints=endpoint_abilities(bank, endpoints),
+            constraint=constraint,
+            inference=inference,
+        )
     simple = {"irt": IRTEstimator, "pirt": PIRTEstimator, "mpirt": MPIRTEstimator}
     if name in simple:
         return simple[name](anchors, bank, **kwargs)

@@ -31,6 +31,9 @@ from merge3.estimate.base import Estimator, MeanEstimator
 from merge3.estimate.itembank import ItemBank
 from merge3.extract import AnchorSet
 
+INFERENCES = ("map", "posterior")
+"""How mpirt reads λ from the anchors: the MAP point or the posterior mean under Dirichlet(1)."""
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * x))
@@ -121,6 +124,9 @@ class MPIRTEstimator(PIRTEstimator):
         endpoints: np.ndarray | None = None,
         constraint: str = "simplex",
         prior_scale: float = 1.0,
+        inference: str = "map",
+        samples: int = 4096,
+        seed: int = 0,
     ) -> None:
         super().__init__(anchors, bank, prior_scale)
         if endpoints is None or len(np.atleast_2d(endpoints)) == 0:
@@ -137,9 +143,65 @@ class MPIRTEstimator(PIRTEstimator):
             raise ConfigError(
                 f"unknown mixing constraint {constraint!r}; choose from {CONSTRAINTS}"
             )
+        if inference not in INFERENCES:
+            raise ConfigError(f"unknown λ inference {inference!r}; choose from {INFERENCES}")
+        if inference == "posterior" and constraint != "simplex":
+            raise ConfigError(
+                f"posterior λ inference needs the simplex constraint, not {constraint!r} "
+                "(its prior is the uniform Dirichlet on the simplex)"
+            )
+        self.inference = inference
+        if inference == "posterior":
+            self._prepare_posterior(samples, seed)
+
+    def _prepare_posterior(self, samples: int, seed: int) -> None:
+        """Everything the posterior needs that no candidate changes: one fixed, seeded draw.
+
+        λ_k ~ Dirichlet(1) (uniform over the endpoints' hull), θ_k = λ_k @ endpoints; per draw
+        the log P(right)/P(wrong) of every anchor and the mean P over each task's other items.
+        A candidate is then one (M × A) @ (A × K) product and a softmax.
+        """
+        if samples < 1:
+            raise ConfigError(f"{self.name}: posterior samples must be ≥ 1, got {samples}")
+        rng = np.random.default_rng(seed)
+        self.lambda_draws_ = rng.dirichlet(np.ones(len(self.endpoints)), size=samples)
+        theta = self.lambda_draws_ @ self.endpoints
+        i = self._all_anchors
+        logits = theta @ self.bank.alpha[i].T - self.bank.beta[i]
+        self._log_right = -np.logaddexp(0.0, -logits)  # log σ(x), stable
+        self._log_wrong = -np.logaddexp(0.0, logits)  # log σ(−x)
+        self._rest_mean = {
+            t: self._probs(theta, r).mean(axis=1) if r.size else np.zeros(samples)
+            for t, r in self._rest_idx.items()
+        }
+
+    def posterior_weights(self, correct: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(M × K) posterior weight of each λ draw given each candidate's anchor answers."""
+        Y = self._stack(correct)
+        seen = ~np.isnan(Y)
+        y = np.where(seen, Y, 0.0)
+        loglik = y @ self._log_right.T + (seen - y) @ self._log_wrong.T
+        loglik -= loglik.max(axis=1, keepdims=True)
+        w = np.exp(loglik)
+        return w / w.sum(axis=1, keepdims=True)
+
+    def estimate(self, correct: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.inference == "map":
+            return super().estimate(correct)
+        # Posterior mean of the pirt accuracy itself (not accuracy at the mean λ): the
+        # estimate with the least expected squared error under the prior.
+        w = self.posterior_weights(correct)
+        out = {}
+        for task, idx in self._task_idx.items():
+            y = _rows(correct, task, len(self._anchor_idx[task]))
+            ell = y.shape[1] / len(idx)
+            out[task] = ell * np.nanmean(y, axis=1) + (1 - ell) * (w @ self._rest_mean[task])
+        return out
 
     def mixing(self, correct: Mapping[str, np.ndarray]) -> np.ndarray:
         """λ (n_models × J): how much of each endpoint's ability each candidate has."""
+        if self.inference == "posterior":
+            return self.posterior_weights(correct) @ self.lambda_draws_
         b, i = self.bank, self._all_anchors
         return fit_mixing(
             b.alpha[i],

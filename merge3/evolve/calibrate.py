@@ -29,7 +29,8 @@ from merge3.evolve.progress import Reporter
 from merge3.extract import AnchorSet, extract, random_anchors, stratified_anchors
 from merge3.runs import CandidateStore, RunDir, atomic_write_text
 
-KMEANS = ("irt-kmeans", "correctness-kmeans")
+FROM_REFERENCES = ("irt-kmeans", "correctness-kmeans", "irt-info")
+"""Extraction methods that read the reference models' responses or the IRT fit on them."""
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Estimation:
 
 
 def needs_references(cfg: RunConfig) -> bool:
-    return cfg.estimator.needs_irt or cfg.anchors.method in KMEANS
+    return cfg.estimator.needs_irt or cfg.anchors.method in FROM_REFERENCES
 
 
 def prepare_estimation(
@@ -69,7 +70,7 @@ def prepare_estimation(
         merges = [n for n in names if n.startswith("merge:")]
         validation = responses.rows(merges) if merges and est.lam is None else None
     estimator = build_estimator(
-        est.name, anchors, bank, endpoints, validation, est.lam, est.constraint
+        est.name, anchors, bank, endpoints, validation, est.lam, est.constraint, est.inference
     )
     return Estimation(anchors, estimator)
 
