@@ -11,9 +11,13 @@ bundled data, timed alternately in one process so that both see the same machine
 * 5-shot: the first 5 items of each subject are the shots; ``--subjects`` subjects, so items
   share their subject's few-shot prefix. built-in with prefix KV reuse vs without, and lm-eval
   on the same prompts.
+* GSM8K few-shot (generative): ``--gen-items`` seeded test items after ``--gen-shots`` shots
+  (lm-eval's ``gsm8k`` prompt, first train items), greedy with a ``--gen-max-new-tokens`` cap.
+  built-in with the shots' KV cache reused vs without (same batches), and lm-eval's HFLM
+  (its own ``gsm8k`` template and filters) on the same items; per-item agreement and texts.
 
 Prints items/s, ratios and per-item agreement; writes ``benchmarks/results/eval_speed.json``.
-Run: ``.venv/bin/python benchmarks/eval_speed.py`` (about 10 min on 2 cores).
+Run: ``.venv/bin/python benchmarks/eval_speed.py`` (about 15 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -35,9 +39,18 @@ import torch  # noqa: E402
 
 from merge3.assets import data_dir, smollm2_dir  # noqa: E402
 from merge3.data import sample_items  # noqa: E402
-from merge3.data.adapters import mmlu  # noqa: E402
-from merge3.data.lm_eval_tasks import items_task_yaml, mmlu_native_yaml  # noqa: E402
-from merge3.evaluate import LmEvalEvaluator, MultipleChoiceEvaluator  # noqa: E402
+from merge3.data.adapters import gsm8k, mmlu  # noqa: E402
+from merge3.data.files import read_rows  # noqa: E402
+from merge3.data.lm_eval_tasks import (  # noqa: E402
+    gsm8k_native_yaml,
+    items_task_yaml,
+    mmlu_native_yaml,
+)
+from merge3.evaluate import (  # noqa: E402
+    GenerativeEvaluator,
+    LmEvalEvaluator,
+    MultipleChoiceEvaluator,
+)
 from merge3.models import load_causal_lm, load_tokenizer  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "eval_speed.json"
@@ -147,7 +160,74 @@ def run(args) -> dict:
             np.mean(results["builtin_prefix_reuse"] == results["lm_eval"])
         ),
     }
+    if args.gen_items > 0:
+        out["gsm8k_fewshot"] = generative(args, model, tok, tmp)
     return out
+
+
+def generative(args, model, tok, tmp: Path) -> dict:
+    """GSM8K few-shot: built-in generation with the shots' KV cache reused vs not, and lm-eval."""
+    from dataclasses import replace
+
+    task = gsm8k(data_dir(), num_fewshot=args.gen_shots).tasks["gsm8k"]
+    items = sample_items(task.items("all"), args.gen_items, args.seed)
+    gen = replace(task.generation, max_new_tokens=args.gen_max_new_tokens)
+    evaluators = {
+        name: GenerativeEvaluator(items, tok, gen, args.gen_batch_size, reuse_prefix=flag)
+        for name, flag in (("builtin_prefix_reuse", True), ("builtin_no_reuse", False))
+    }
+    test_rows = read_rows(data_dir() / "gsm8k" / "test.jsonl")
+    train_rows = read_rows(data_dir() / "gsm8k" / "train.jsonl")[: args.gen_shots]
+    spec = gsm8k_native_yaml(
+        [test_rows[int(i.id.rsplit("-", 1)[1])] for i in items],
+        train_rows,
+        tmp / "gsm8k",
+        args.gen_shots,
+        args.gen_max_new_tokens,
+    )
+    lm = LmEvalEvaluator(spec, tok, filter_name="strict-match")
+    times: dict[str, list[float]] = {name: [] for name in (*evaluators, "lm_eval")}
+    results, texts = {}, {}
+    for rep in range(args.reps):
+        for name, ev in evaluators.items():
+            t, results[name] = timed(lambda ev=ev: ev(model))
+            times[name].append(t)
+            texts[name] = list(ev.last_texts)
+        if rep < args.lm_eval_gen_reps:
+            t, results["lm_eval"] = timed(lambda: lm(model))
+            times["lm_eval"].append(t)
+            texts["lm_eval"] = [s["resps"][0][0] for s in lm.last_samples]
+        print(
+            f"GSM8K {args.gen_shots}-shot rep {rep}: "
+            + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items() if len(v) > rep),
+            flush=True,
+        )
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    reuse = results["builtin_prefix_reuse"]
+
+    def same_texts(other: str) -> float:
+        pairs = zip(texts["builtin_prefix_reuse"], texts[other], strict=True)
+        return float(np.mean([a == b for a, b in pairs]))
+
+    section = {
+        "items": len(items),
+        "shots": args.gen_shots,
+        "max_new_tokens": args.gen_max_new_tokens,
+        "batch_size": args.gen_batch_size,
+        "mean_prompt_tokens": float(np.mean([len(tok(i.prompt)["input_ids"]) for i in items])),
+        "shared_prefix_tokens": [len(p) for p in evaluators["builtin_prefix_reuse"]._prefixes],
+        "seconds": med,
+        "items_per_s": {k: len(items) / v for k, v in med.items()},
+        "ratio_prefix_reuse": med["builtin_no_reuse"] / med["builtin_prefix_reuse"],
+        "agreement_reuse_vs_no_reuse": float(np.mean(reuse == results["builtin_no_reuse"])),
+        "texts_identical_reuse_vs_no_reuse": same_texts("builtin_no_reuse"),
+        "accuracy": {k: float(np.mean(v)) for k, v in results.items()},
+    }
+    if "lm_eval" in results:
+        section["ratio_builtin_vs_lm_eval"] = med["lm_eval"] / med["builtin_prefix_reuse"]
+        section["agreement_reuse_vs_lm_eval"] = float(np.mean(reuse == results["lm_eval"]))
+        section["texts_identical_reuse_vs_lm_eval"] = same_texts("lm_eval")
+    return section
 
 
 def main(argv=None) -> None:
@@ -160,6 +240,11 @@ def main(argv=None) -> None:
         "--setup-reps", type=int, default=2, help="reps of lm-eval with per-call set-up (0-shot)"
     )
     parser.add_argument("--lm-eval-fewshot-reps", type=int, default=1)
+    parser.add_argument("--gen-items", type=int, default=8, help="GSM8K items (0: skip)")
+    parser.add_argument("--gen-shots", type=int, default=5, help="GSM8K few-shot examples")
+    parser.add_argument("--gen-max-new-tokens", type=int, default=64, help="GSM8K token cap")
+    parser.add_argument("--gen-batch-size", type=int, default=8)
+    parser.add_argument("--lm-eval-gen-reps", type=int, default=1, help="GSM8K lm-eval reps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--threads",
@@ -193,6 +278,26 @@ def main(argv=None) -> None:
         f"{f['agreement_reuse_vs_no_reuse']:.3f}, "
         f"reuse/lm-eval {f['agreement_reuse_vs_lm_eval']:.3f}"
     )
+    if "gsm8k_fewshot" in out:
+        g = out["gsm8k_fewshot"]
+        print(
+            f"GSM8K {g['shots']}-shot, {g['items']} items, {g['mean_prompt_tokens']:.0f} prompt "
+            f"tokens, ≤ {g['max_new_tokens']} new (items/s):"
+        )
+        for k, v in g["items_per_s"].items():
+            print(f"  {k:22s} {v:7.2f}")
+        line = (
+            f"  prefix reuse: {g['ratio_prefix_reuse']:.2f}x; agreement reuse/no-reuse "
+            f"{g['agreement_reuse_vs_no_reuse']:.3f} "
+            f"(texts {g['texts_identical_reuse_vs_no_reuse']:.3f})"
+        )
+        if "ratio_builtin_vs_lm_eval" in g:
+            line += (
+                f"; built-in vs lm-eval {g['ratio_builtin_vs_lm_eval']:.2f}x, agreement "
+                f"{g['agreement_reuse_vs_lm_eval']:.3f} "
+                f"(texts {g['texts_identical_reuse_vs_lm_eval']:.3f})"
+            )
+        print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"written {args.out}")

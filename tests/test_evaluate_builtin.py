@@ -33,11 +33,49 @@ def test_prefix_reuse_gives_the_same_loglikelihoods(base, tiny_dir):
     items = _fewshot_items(tiny_dir)
     reused = MultipleChoiceEvaluator(items, tok, batch_size=5, reuse_prefix=True)
     plain = MultipleChoiceEvaluator(items, tok, batch_size=5, reuse_prefix=False)
-    assert len(reused._prefixes) == 2  # one per distinct context
+    # one per distinct context, and the root both extend (the context SHOTS starts SHOTS * 2)
+    assert len(reused._prefixes) == 3 and reused._parents == [2, 2, -1]
     assert all(len(p) >= 10 for p in reused._prefixes)
+    assert all(p[: len(reused._prefixes[2])] == reused._prefixes[2] for p in reused._prefixes)
     for a, b in zip(reused.loglikelihoods(model), plain.loglikelihoods(model), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     np.testing.assert_array_equal(reused(model), plain(model))
+
+
+def test_prefix_common_to_all_items_runs_once_per_call_and_changes_nothing(base):
+    """0-shot MMLU's shape: one header for all, then per-subject text; here two items share a
+    context (a group), the others differ after the header, one has no context at all."""
+    model, tok = base
+    head = "after a comes b. after b comes c. "
+    tails = ["after c comes d. ", "after c comes d. ", "3 plus 4 is 7. ", "1 plus 1 is 2. "]
+    items = [
+        Item(f"q{k}", "t", f"{k} plus 1 is", ("1", "2", "3", "7"), k % 4, context=head + tail)
+        for k, tail in enumerate(tails)
+    ]
+    items.append(Item("bare", "t", head + "2 plus 1 is", ("1", "2", "3", "7"), 2))
+    reused = MultipleChoiceEvaluator(items, tok, batch_size=2, min_prefix=4)
+    plain = MultipleChoiceEvaluator(items, tok, batch_size=2, reuse_prefix=False)
+    (group, root) = reused._prefixes
+    assert reused._parents == [1, -1] and group[: len(root)] == root
+    assert len(root) >= len(tok(head.strip(), add_special_tokens=False)["input_ids"])
+    shapes: list[tuple[int, ...]] = []
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda module, args, output: shapes.append(tuple(args[0].shape))
+    )
+    try:
+        ours = reused.loglikelihoods(model)
+    finally:
+        hook.remove()
+    # the root once, the group's own part on top of it, then only the rows' own tokens
+    rows = sum(b["input_ids"].numel() for b in reused._batches)
+    assert sum(b * n for b, n in shapes) == len(group) + rows
+    assert shapes[0] == (1, len(root)) and (1, len(group) - len(root)) in shapes
+    assert rows + len(group) < sum(b["input_ids"].numel() for b in plain._batches)
+    for a, b in zip(ours, plain.loglikelihoods(model), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_array_equal(reused(model), plain(model))
+    unshared = MultipleChoiceEvaluator(items, tok, batch_size=2, min_prefix=4, min_root=100)
+    assert unshared._prefixes == [group] and unshared._parents == [-1]
 
 
 def test_letter_items_take_one_forward_and_match_per_choice_scoring(base):

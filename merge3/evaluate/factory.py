@@ -32,7 +32,13 @@ def builtin_evaluator(
 
     if task.kind == "generate":
         return GenerativeEvaluator(
-            items, tokenizer, task.generation, min(batch_size, 8), device, max_length
+            items,
+            tokenizer,
+            task.generation,
+            min(batch_size, 8),
+            device,
+            max_length,
+            reuse_prefix=reuse_prefix,
         )
     if task.kind == "classify":
         from dataclasses import replace

@@ -16,6 +16,11 @@ runs only forward passes, the hot path of a search):
   a CPU, activations stay in cache: 4096-token batches ran 2x slower than 512-token ones).
 * Few-shot prompts: items that share a context share its key/value cache. The longest common
   token prefix of a group is run once per call; each item then runs only its own tokens.
+* The token prefix common to *all* items (lm-eval's 0-shot MMLU header up to its subject,
+  "The following are multiple choice questions (with answers) about") runs once per call
+  too: the items without a shared context start from its cache, and the shared contexts' caches
+  extend it. Measured on 50 0-shot MMLU items (1 thread, CPU time): the common root -7%;
+  sharing each subject's ~16-token header instead splits the batches and runs +9% slower.
 
 Items that cannot be scored (no choices, an answer that is not a choice index, a prompt longer
 than ``max_length``) are reported in ``excluded`` and get NaN instead of 0/1; they never raise.
@@ -66,8 +71,10 @@ class MultipleChoiceEvaluator:
         max_batch_tokens: int | None = None,
         min_prefix: int = 32,
         add_special_tokens: bool = False,
+        min_root: int = 8,
     ) -> None:
-        """``reuse_prefix``: None (auto: share contexts of ≥ ``min_prefix`` tokens), True, False.
+        """``reuse_prefix``: None (auto: share contexts of ≥ ``min_prefix`` tokens and a prefix
+        common to all items of ≥ ``min_root`` tokens), True (any length), False.
         ``max_length``: longest sequence the model takes (None: the tokenizer's limit).
         ``max_batch_tokens``: padded tokens per batch (None: 512 on CPU, where larger batches
         fall out of cache and run slower, measured; 16384 on an accelerator)."""
@@ -104,8 +111,10 @@ class MultipleChoiceEvaluator:
                 encoded[i] = pairs
         rows = self._rows(encoded)
         self._prefixes: list[list[int]] = []
+        self._parents: list[int] = []  # the shared prefix each one extends (-1: none)
         if reuse_prefix is not False:
             rows = self._share_prefixes(rows, encoded, min_prefix if reuse_prefix is None else 1)
+            rows = self._share_root(rows, min_root if reuse_prefix is None else 1)
         self._batches = self._pack(rows)
         self._choice_bytes = [
             np.array([len((target_delimiter + c).encode()) for c in item.choices], float)
@@ -180,8 +189,31 @@ class MultipleChoiceEvaluator:
                 continue
             index = len(self._prefixes)
             self._prefixes.append(first[:n])
+            self._parents.append(-1)
             for r in group:
                 r.tokens, r.group, r.offset = r.tokens[n:], index, n
+        return rows
+
+    def _share_root(self, rows: list[_Row], min_root: int) -> list[_Row]:
+        """The token prefix common to all rows becomes a prefix of its own: rows without one
+        start from it, and the shared prefixes extend it (their caches are computed from it)."""
+        if len(rows) < 2:
+            return rows
+        full = [(self._prefixes[r.group] if r.group >= 0 else []) + r.tokens for r in rows]
+        n = min(min(r.positions) for r in rows)  # scored logits must come after it
+        for tokens in full[1:]:
+            n = min(n, _common_prefix(full[0], tokens))
+        if n < min_root:
+            return rows
+        root = len(self._prefixes)
+        self._prefixes.append(full[0][:n])
+        self._parents.append(-1)
+        same = {g for g in range(root) if len(self._prefixes[g]) == n}  # nothing to extend
+        for g in range(root):
+            self._parents[g] = root
+        for r, tokens in zip(rows, full, strict=True):
+            if r.group < 0 or r.group in same:
+                r.tokens, r.group, r.offset = tokens[n:], root, n
         return rows
 
     def _pack(self, rows: list[_Row]) -> list[dict]:
@@ -238,12 +270,13 @@ class MultipleChoiceEvaluator:
             out[i][:] = np.nan
         body, head = _split_head(model)
         caches: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        roots: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # kept for the call
         for batch in self._batches:
             group = batch["group"]
             kwargs = {}
             if group >= 0:
                 if group not in caches:
-                    caches = {group: _prefix_cache(model, self._prefixes[group], self.device)}
+                    caches = {group: self._cache(model, group, roots)}
                 n = batch["input_ids"].shape[0]
                 kwargs[_cache_kwarg(model)] = _expanded_cache(caches[group], n, model.config)
                 width = batch["input_ids"].shape[1]
@@ -272,6 +305,24 @@ class MultipleChoiceEvaluator:
             for (i, c), value in zip(batch["owners"], values, strict=True):
                 out[i][c] += value
         return out
+
+    def _cache(self, model, group: int, roots: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Key/value cache of a shared prefix; one that extends another starts from the
+        other's cache (computed once per call and kept in ``roots``)."""
+        parent = self._parents[group]
+        if group in roots:
+            return roots[group]
+        if parent < 0:
+            cache = _prefix_cache(model, self._prefixes[group], self.device)
+            if group in self._parents:
+                roots[group] = cache
+            return cache
+        if parent not in roots:
+            roots[parent] = _prefix_cache(model, self._prefixes[parent], self.device)
+        start = len(self._prefixes[parent])
+        return _prefix_cache(
+            model, self._prefixes[group][start:], self.device, roots[parent], start
+        )
 
     def __call__(self, model) -> np.ndarray:
         """1.0 where the model's top choice is the right one, else 0.0 (NaN: excluded)."""
@@ -331,8 +382,19 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _prefix_cache(model, prefix: list[int], device: str):
-    out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+def _prefix_cache(model, prefix: list[int], device: str, past=None, start: int = 0):
+    """Per layer (keys, values) of ``prefix``, continuing ``past`` (the cache of the
+    ``start`` tokens before it) when given."""
+    kwargs = {}
+    if past is not None:
+        kwargs[_cache_kwarg(model)] = _expanded_cache(past, 1, model.config)
+        kwargs["position_ids"] = torch.arange(start, start + len(prefix), device=device)[None]
+    out = model(
+        input_ids=torch.tensor([prefix], device=device),
+        use_cache=True,
+        logits_to_keep=1,
+        **kwargs,
+    )
     cache = getattr(out, "cache", None) or out.past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]
 
