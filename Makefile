@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,demo]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,demo,ray]"
 	@touch $(STAMP)
 
 test: $(STAMP)

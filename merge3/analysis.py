@@ -41,10 +41,13 @@ def front_of(rows: Iterable[CandidateRow], names: Sequence[str]) -> list[Candida
     """The non-dominated candidates, one per distinct objective vector, best first.
 
     Accuracies on a few anchors are coarse, so many genomes tie; the front keeps the first
-    candidate (by generation, then index) that reached each trade-off.
+    candidate (by generation, then index) that reached each trade-off. Failed candidates carry
+    the worst fitness only to steer the optimiser away; they are never on the front.
     """
     unique: dict[tuple, CandidateRow] = {}
     for row in sorted(rows, key=lambda r: (r.generation, r.index)):
+        if row.failed:
+            continue
         unique.setdefault(tuple(row.objectives[n] for n in names), row)
     candidates = list(unique.values())
     if not candidates:
@@ -62,7 +65,8 @@ def ranked(rows: Iterable[CandidateRow], names: Sequence[str]) -> list[Candidate
     """
     unique: dict[str, CandidateRow] = {}
     for row in sorted(rows, key=lambda r: (r.generation, r.index)):
-        unique.setdefault(repr(row.recipe), row)
+        if not row.failed:
+            unique.setdefault(repr(row.recipe), row)
     return sorted(
         unique.values(),
         key=lambda r: (-float(np.mean([r.objectives[n] for n in names])), r.generation, r.index),
@@ -73,11 +77,13 @@ def front_json(
     rows: Sequence[CandidateRow],
     names: Sequence[str],
     test_accuracy: Mapping[tuple[int, int], Mapping[str, float]] | None = None,
+    failed: Sequence[CandidateRow] = (),
 ) -> dict:
     """The front in the documented JSON shape; objectives are accuracies.
 
     Candidates re-evaluated on the held-out split after the search also carry
-    ``test_accuracy`` (true accuracy per task) beside their estimated objectives.
+    ``test_accuracy`` (true accuracy per task) beside their estimated objectives. When some
+    candidates failed, ``failed`` lists them with their error (the key is absent otherwise).
     """
     out = []
     for r in rows:
@@ -89,7 +95,13 @@ def front_json(
         if test_accuracy and (r.generation, r.index) in test_accuracy:
             entry["test_accuracy"] = dict(test_accuracy[(r.generation, r.index)])
         out.append(entry)
-    return {"objectives": list(names), "front": out}
+    shown: dict = {"objectives": list(names), "front": out}
+    if failed:
+        shown["failed"] = [
+            {"generation": r.generation, "index": r.index, "genome": r.genome, "error": r.error}
+            for r in failed
+        ]
+    return shown
 
 
 def front_csv(rows: Sequence[CandidateRow], names: Sequence[str], genes: Sequence[str]) -> str:

@@ -46,7 +46,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Merge3Error as exc:
             if _state["debug"]:
                 raise
-            typer.echo(f"merge3: error: {exc}", err=True)
+            one_line = " ".join(str(exc).split())  # a library's message may span lines
+            typer.echo(f"merge3: error: {one_line}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -152,7 +153,8 @@ def _print_front(run_dir: Path, fmt: str) -> None:
     if fmt == "json":
         from merge3.analysis import front_json
 
-        typer.echo(json.dumps(front_json(rows, run.objectives, run.test_accuracy), indent=2))
+        shown = front_json(rows, run.objectives, run.test_accuracy, run.failed_rows())
+        typer.echo(json.dumps(shown, indent=2))
     elif fmt == "csv":
         from merge3.analysis import front_csv
 
@@ -181,6 +183,13 @@ def _print_front(run_dir: Path, fmt: str) -> None:
                 *(f"{r.objectives[n]:.3f}" for n in run.objectives),
                 *(f"{test[t.name]:.3f}" if t.name in test else "" for t in tested),
                 params,
+            )
+        failed = run.failed_rows()
+        if failed:  # listed apart: a failed candidate is never on the front
+            first = failed[0]
+            table.caption = (
+                f"{len(failed)} candidates failed; first: {first.generation}/{first.index} "
+                f"{first.error.splitlines()[0] if first.error else ''}"
             )
         Console().print(table)
 

@@ -47,9 +47,12 @@ def add_commands(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate MODEL_DIR on a benchmark: accuracy per task and per-item correctness."""
         from merge3.errors import ConfigError
+        from merge3.models.io import DTYPES
 
         if backend not in ("builtin", "lm-eval"):
             raise ConfigError(f"--backend must be 'builtin' or 'lm-eval', not {backend!r}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         result = run_evaluation(
             model_dir,
             benchmark,

@@ -35,6 +35,8 @@ class ModelsConfig(_Section):
     base: str
     endpoints: dict[str, str] = Field(min_length=1)
     dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+    trust_remote_code: bool = False
+    """Let transformers run Python code shipped in the model folders (off unless set here)."""
 
 
 class TaskConfig(_Section):
@@ -93,7 +95,9 @@ class BenchmarkConfig(_Section):
 
 class AnchorsConfig(_Section):
     n_per_task: int = Field(20, ge=1)
-    method: Literal["random", "stratified", "irt-kmeans", "correctness-kmeans"] = "random"
+    method: Literal["random", "stratified", "irt-kmeans", "correctness-kmeans", "irt-info"] = (
+        "random"
+    )
     seed: int = 0
 
 
@@ -113,6 +117,9 @@ class EstimatorConfig(_Section):
     lam: float | None = Field(None, ge=0, le=1)
     """Mix of the g-estimators; None: least squares on the reference merges (0.5 without)."""
     constraint: Literal["simplex", "affine", "nonneg", "free"] = "simplex"
+    inference: Literal["map", "posterior"] = "map"
+    """How mpirt/gmpirt read λ from the anchors: the MAP point (MERGE³) or the posterior mean
+    under a uniform Dirichlet prior (simplex only; lower error at few anchors)."""
     seed: int = 0
 
     @property
@@ -142,11 +149,23 @@ class MergeConfig(_Section):
 
 
 class SearchConfig(_Section):
+    """The optimiser, and where and how robustly its candidates are evaluated."""
+
     algorithm: Literal["ga", "de", "cmaes", "nsga2", "nsga3"] = "ga"
     objectives: Literal["mean", "per_task"] | None = None
     population: int = Field(16, ge=2)
     generations: int = Field(10, ge=1)
     seed: int = 0
+    executor: Literal["in_process", "ray"] = "in_process"
+    """``ray``: a generation's candidates are spread over Ray workers (the ``ray`` extra)."""
+    workers: int | None = Field(None, ge=1)
+    """Ray workers; None: one per GPU of the cluster on a CUDA device, else 2 CPU workers."""
+    address: str | None = None
+    """An existing Ray cluster (``auto``, ``ray://host:10001``); None: start a local one."""
+    max_retries: int = Field(2, ge=0)
+    """Times a candidate whose worker died is retried on another worker before it fails."""
+    max_consecutive_failures: int = Field(10, ge=1)
+    """K failed candidates in a row (in genome order) stop the run; it stays resumable."""
 
 
 class FinalConfig(_Section):
@@ -267,6 +286,9 @@ def _check_against_registry(cfg: RunConfig, source: str) -> None:
         )
     if cfg.search.algorithm == "nsga3" and len(cfg.objective_names) < 2:
         raise ConfigError(f"{source}: search.algorithm: 'nsga3' needs two or more objectives")
+    for key in ("workers", "address"):
+        if cfg.search.executor != "ray" and getattr(cfg.search, key) is not None:
+            raise ConfigError(f"{source}: search.{key}: applies only to executor: ray")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -291,7 +313,10 @@ def parse_config(data: Any, source: str = "config", base_dir: Path | None = None
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
     _check_against_registry(cfg, source)
-    return _resolve_paths(cfg, base_dir or Path.cwd())
+    try:
+        return _resolve_paths(cfg, base_dir or Path.cwd())
+    except ConfigError as exc:  # an unset ${VAR}: say which file uses it
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -28,3 +28,11 @@ class ModelError(Merge3Error):
 
 class RunDirError(Merge3Error):
     """A run directory is missing, incomplete or belongs to another config."""
+
+
+class SearchStopped(Merge3Error):
+    """Too many candidates in a row failed; the run is intact and `merge3 resume` continues it."""
+
+
+class WorkerError(Merge3Error):
+    """A search worker (the Ray executor) cannot be started: a missing extra, no cluster."""

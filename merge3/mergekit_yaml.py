@@ -25,6 +25,7 @@ import yaml
 from merge3.errors import ConfigError, ModelError
 from merge3.merging import get_operator
 from merge3.merging.registry import MergeOperator
+from merge3.models.io import DTYPES
 
 METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "tsv", "tsv_compress")
 _TOP_KEYS = {
@@ -151,6 +152,11 @@ def parse(config_path: str | Path) -> MergeSpec:
         raise ConfigError(f"{config}: no model to merge besides the base")
     if base_path is None:  # linear without a base: merge around the first model
         base_path = endpoints[0]
+    for key in ("dtype", "out_dtype"):
+        if raw.get(key) is not None and raw[key] not in DTYPES:
+            raise ConfigError(
+                f"{config}: {key} {raw[key]!r} is not a dtype (known: {', '.join(DTYPES)})"
+            )
     global_params = dict(raw.get("parameters") or {})
     options = {k: global_params.pop(k) for k in list(global_params) if k in _OPERATOR_OPTIONS}
     spec = MergeSpec(

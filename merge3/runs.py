@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,16 +36,58 @@ from merge3.errors import RunDirError
 
 CHECKPOINT_MAGIC = b"MERGE3CK"
 CHECKPOINT_FORMAT = 1
+FROZEN_CONFIG = ".config.frozen.json"
+"""The resolved config as the run started (JSON), to catch a config.yaml edited since."""
+RESUMABLE_KEYS = (
+    "name",
+    "search.generations",
+    "search.executor",
+    "search.workers",
+    "search.address",
+    "search.max_retries",
+    "search.max_consecutive_failures",
+    "evaluation.device",
+    "evaluation.batch_size",
+    "final",
+)
+"""Settings a resume may change: where and how long it runs, not what it searches."""
+
+_PAUSE_ENV = "MERGE3_TEST_PAUSE_AT"
+_pauses: dict[str, int] = {}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def pause_point(moment: str) -> None:
+    """Test hook of the kill harness (tests/test_kill_harness.py); a no-op unless
+    ``$MERGE3_TEST_PAUSE_AT`` is ``MOMENT:N``. Then the N-th time the process reaches ``moment``
+    (``db-write``: a row inserted, its transaction not yet committed; ``checkpoint-write`` and
+    ``file-write``: half of the temporary file written) it creates ``$MERGE3_TEST_PAUSE_FILE``
+    and sleeps, so that the harness can SIGKILL it exactly there."""
+    spec = os.environ.get(_PAUSE_ENV)
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name != moment:
+        return
+    _pauses[moment] = _pauses.get(moment, 0) + 1
+    if _pauses[moment] == int(nth or 1):
+        flag = Path(os.environ["MERGE3_TEST_PAUSE_FILE"])
+        flag.with_suffix(".tmp").write_text(f"{moment}:{_pauses[moment]}\n")
+        flag.with_suffix(".tmp").rename(flag)  # appears complete
+        time.sleep(3600)
+
+
+def atomic_write_bytes(path: Path, data: bytes, moment: str = "file-write") -> None:
     """Write ``data`` to ``path`` so that ``path`` is either the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide run files from collaborators
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            half = len(data) // 2
+            fh.write(data[:half])
+            fh.flush()
+            pause_point(moment)  # a kill here leaves a half-written temporary file
+            fh.write(data[half:])
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -68,6 +112,16 @@ class CandidateRow:
     anchor_correct: dict[str, list[float]]
     estimates: dict[str, float]
     timings: dict[str, float]
+    error: str | None = None
+    """Why the candidate failed (merge, NaN weights, out of memory, evaluator); its objectives
+    are then the worst fitness and it is never on the front."""
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+_COLUMNS = "generation, idx, genome, recipe, objectives, anchor_correct, estimates, timings, error"
 
 
 class CandidateStore:
@@ -84,6 +138,7 @@ class CandidateStore:
         estimates TEXT NOT NULL,
         timings TEXT NOT NULL,
         created REAL NOT NULL DEFAULT (julianday('now')),
+        error TEXT,
         PRIMARY KEY (generation, idx)
     );
     CREATE INDEX IF NOT EXISTS candidates_by_recipe ON candidates (recipe);
@@ -107,14 +162,41 @@ class CandidateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(self._SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
+            if getattr(self, "_db", None) is not None:
+                self._db.close()  # leaves no -wal/-shm file behind
             raise RunDirError(f"{path}: not a merge3 run database ({exc})") from None
 
-    def add(self, row: CandidateRow) -> None:
-        """Insert one candidate and commit it at once (autocommit)."""
+    def _migrate(self) -> None:
+        """Bring a database written by an older merge3 up to this schema (columns only added)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(candidates)")}
+        if "error" not in columns:  # before failed candidates were recorded
+            self._db.execute("ALTER TABLE candidates ADD COLUMN error TEXT")
+
+    def forget_failure(self, generation: int, index: int) -> None:
+        """Delete a failed candidate's row so that it is evaluated again (a resume retries the
+        failures of a generation the optimiser has not been told yet)."""
         self._db.execute(
-            "INSERT INTO candidates (generation, idx, genome, recipe, objectives, "
-            "anchor_correct, estimates, timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "DELETE FROM candidates WHERE generation = ? AND idx = ? AND error IS NOT NULL",
+            (generation, index),
+        )
+
+    def add(self, row: CandidateRow) -> None:
+        """Insert one candidate and commit it at once, in a transaction of its own."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._insert(row)
+            pause_point("db-write")  # a kill here: the row is not committed, so not stored
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _insert(self, row: CandidateRow) -> None:
+        self._db.execute(
+            f"INSERT INTO candidates ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.generation,
                 row.index,
@@ -124,13 +206,13 @@ class CandidateStore:
                 json.dumps(row.anchor_correct),
                 json.dumps(row.estimates),
                 json.dumps(row.timings),
+                row.error,
             ),
         )
 
     def get(self, generation: int, index: int) -> CandidateRow | None:
         cur = self._db.execute(
-            "SELECT generation, idx, genome, recipe, objectives, anchor_correct, estimates, "
-            "timings FROM candidates WHERE generation = ? AND idx = ?",
+            f"SELECT {_COLUMNS} FROM candidates WHERE generation = ? AND idx = ?",
             (generation, index),
         )
         found = cur.fetchone()
@@ -160,20 +242,18 @@ class CandidateStore:
         return {(g, i): json.loads(acc) for g, i, acc in cur.fetchall()}
 
     def find_recipe(self, recipe: dict) -> CandidateRow | None:
-        """The first stored candidate with exactly this recipe (genomes on a grid repeat)."""
+        """The first stored candidate with exactly this recipe (genomes on a grid repeat);
+        failed ones are not reused, so that a transient failure is tried again."""
         cur = self._db.execute(
-            "SELECT generation, idx, genome, recipe, objectives, anchor_correct, estimates, "
-            "timings FROM candidates WHERE recipe = ? ORDER BY generation, idx LIMIT 1",
+            f"SELECT {_COLUMNS} FROM candidates WHERE recipe = ? AND error IS NULL "
+            "ORDER BY generation, idx LIMIT 1",
             (json.dumps(recipe),),
         )
         found = cur.fetchone()
         return self._row(found) if found else None
 
     def __iter__(self) -> Iterator[CandidateRow]:
-        cur = self._db.execute(
-            "SELECT generation, idx, genome, recipe, objectives, anchor_correct, estimates, "
-            "timings FROM candidates ORDER BY generation, idx"
-        )
+        cur = self._db.execute(f"SELECT {_COLUMNS} FROM candidates ORDER BY generation, idx")
         return (self._row(r) for r in cur.fetchall())
 
     def __len__(self) -> int:
@@ -181,7 +261,7 @@ class CandidateStore:
 
     @staticmethod
     def _row(r: tuple) -> CandidateRow:
-        return CandidateRow(r[0], r[1], *(json.loads(x) for x in r[2:]))
+        return CandidateRow(r[0], r[1], *(json.loads(x) for x in r[2:8]), error=r[8])
 
     def close(self) -> None:
         self._db.close()
@@ -208,6 +288,22 @@ def _read_checkpoint(path: Path) -> Any:
     if hashlib.sha256(payload).digest() != digest:
         raise ValueError("checksum mismatch (truncated or corrupt)")
     return dill.loads(payload)  # only files of this run's own directory are read
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists and scalars are leaves."""
+    if not isinstance(data, dict):
+        return {prefix: data} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        child = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flatten(value, child) if value != {} else {child: {}})
+    return out
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RunDir:
@@ -244,11 +340,12 @@ class RunDir:
         return self.config_path.is_file()
 
     def require(self) -> RunDir:
-        """Fail clearly when ``path`` is not a run directory."""
+        """Fail clearly when ``path`` is not a run directory (or its config was edited)."""
         if not self.path.is_dir():
             raise RunDirError(f"{self.path}: run directory not found")
         if not self.config_path.is_file():
             raise RunDirError(f"{self.path}: not a merge3 run directory (no config.yaml)")
+        self.check_config_unchanged()
         return self
 
     def check_new(self) -> None:
@@ -262,29 +359,106 @@ class RunDir:
             raise RunDirError(f"{self.path}: exists and is not empty; choose another --run-dir")
 
     def create(self, config_yaml: str) -> None:
-        """Start a new run in an empty or absent folder."""
+        """Start a new run in an empty or absent folder.
+
+        The folder is assembled beside its final place and renamed there, so a kill during
+        creation leaves no half-made run that neither ``search`` nor ``resume`` would accept.
+        """
+        import yaml
+
         self.check_new()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_dir.mkdir(exist_ok=True)
-        atomic_write_text(self.config_path, config_yaml)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        )
+        try:
+            tmp.chmod(0o755)
+            (tmp / self.checkpoint_dir.name).mkdir()
+            frozen = json.dumps(yaml.safe_load(config_yaml), indent=1, sort_keys=True)
+            atomic_write_text(tmp / FROZEN_CONFIG, frozen)
+            atomic_write_text(tmp / self.config_path.name, config_yaml)
+            os.replace(tmp, self.path)  # over an absent or empty folder, in one step
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def check_config_unchanged(self) -> None:
+        """Refuse a config.yaml whose search settings were edited since the run started."""
+        import yaml
+
+        frozen_path = self.path / FROZEN_CONFIG
+        if not frozen_path.is_file():
+            return  # a run from before the frozen copy existed
+        try:
+            frozen = json.loads(frozen_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RunDirError(f"{frozen_path}: damaged (not JSON)") from None
+        try:
+            now = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return  # load_config names the problem
+        old, new = _flatten(frozen), _flatten(now)
+        for key in sorted(old.keys() | new.keys()):
+            resumable = any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)
+            if not resumable and old.get(key, "(absent)") != new.get(key, "(absent)"):
+                before, after = (_short_repr(d.get(key, "(absent)")) for d in (old, new))
+                raise RunDirError(
+                    f"{self.config_path}: {key} changed since the run started ({before} → "
+                    f"{after}); a resume continues the run as configured: undo the edit or "
+                    "start a new run elsewhere"
+                )
 
     def store(self) -> CandidateStore:
         return CandidateStore(self.db_path)
 
+    def remove_leftovers(self) -> list[Path]:
+        """Delete what interrupted writes left: temporary files of atomic writes (``.NAME.*.tmp``)
+        and half-exported model folders (``.best-*``). Nothing else is read from them; a run
+        that continues calls this once it has taken the directory over."""
+        found = [
+            *self.path.glob(".*.tmp"),
+            *self.checkpoint_dir.glob(".*.tmp"),
+            *(p for p in self.path.glob(".best-*") if p.is_dir() and not p.is_symlink()),
+        ]
+        for path in found:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return found
+
     def save_checkpoint(self, generation: int, state: Any) -> Path:
         path = self.checkpoint_dir / f"gen-{generation:04d}.pkl"
-        atomic_write_bytes(path, _checkpoint_bytes(state))
+        atomic_write_bytes(path, _checkpoint_bytes(state), moment="checkpoint-write")
         return path
 
     def checkpoints(self) -> list[Path]:
         """Checkpoint files, newest generation first (temporary files never match)."""
         return sorted(self.checkpoint_dir.glob("gen-[0-9][0-9][0-9][0-9].pkl"), reverse=True)
 
+    def read_checkpoint(self, path: str | Path) -> Any:
+        """Unpickle one checkpoint, only if it is a plain file of this run's ``checkpoints/``
+        (no symlink, nothing from elsewhere) and passes the magic, format and checksum checks."""
+        path = Path(path)
+        folder = self.checkpoint_dir
+        own = (
+            not folder.is_symlink()
+            and not path.is_symlink()
+            and path.is_file()
+            and folder.resolve().parent == self.path.resolve()
+            and path.resolve().parent == folder.resolve()
+        )
+        if not own:
+            raise RunDirError(
+                f"{path}: refused, checkpoints are read only from {folder} (no symlinks)"
+            )
+        return _read_checkpoint(path)
+
     def latest_checkpoint(self) -> tuple[int, Any] | None:
         """The newest checkpoint that reads back intact, with its generation; else ``None``."""
         for path in self.checkpoints():
             try:
-                return int(path.stem.split("-")[1]), _read_checkpoint(path)
+                return int(path.stem.split("-")[1]), self.read_checkpoint(path)
             except Exception as exc:  # a damaged checkpoint must never stop a resume
                 warnings.warn(f"{path}: skipped ({exc})", stacklevel=2)
         return None
@@ -321,8 +495,13 @@ class Run:
 
         return front_of(self.rows, self.objectives)
 
+    def failed_rows(self) -> list[CandidateRow]:
+        """Candidates whose merge or evaluation raised (never on the front)."""
+        return [r for r in self.rows if r.failed]
+
     def evaluations(self):
-        """Every evaluated candidate as a DataFrame: genes, objectives, estimates, timings."""
+        """Every evaluated candidate as a DataFrame: genes, objectives, estimates, timings, and
+        an ``error`` column when some candidate failed (its objectives are the worst, 0)."""
         import pandas as pd
 
         genes = self.gene_names()
@@ -337,6 +516,8 @@ class Run:
             rec.update(r.timings)
             test = self.test_accuracy.get((r.generation, r.index), {})
             rec.update({f"test/{k}": v for k, v in test.items()})
+            if r.failed:
+                rec["error"] = r.error
             records.append(rec)
         if not records:
             return pd.DataFrame(columns=["generation", "index", *genes, *self.objectives])
@@ -360,8 +541,9 @@ class Run:
 
         values = np.array([[r.objectives[n] for n in self.objectives] for r in self.rows])
         gens = np.array([r.generation for r in self.rows])
+        ok = np.array([not r.failed for r in self.rows], dtype=bool)
         index = sorted(set(gens.tolist()))
-        hv = [hypervolume(values[gens <= g]) for g in index]
+        hv = [hypervolume(values[(gens <= g) & ok]) for g in index]
         return pd.Series(hv, index=pd.Index(index, name="generation"), name="hypervolume")
 
     def plot_front(self, ax=None):

@@ -127,6 +127,15 @@ class ResponseMatrix(ItemsByTask):
             df.to_csv(path, index=False)
 
 
+def _first_non_numeric(df: pd.DataFrame) -> str:
+    """``model 'm3', item 't/b': `` for the first cell that is not a number (or ``''``)."""
+    for column in df.columns[1:]:
+        bad = pd.to_numeric(df[column], errors="coerce").isna() & df[column].notna()
+        if bad.any():
+            return f"model {str(df.iloc[int(np.argmax(bad.to_numpy())), 0])!r}, item {column!r}: "
+    return ""
+
+
 def read_items_file(path: str | Path) -> dict[str, tuple[str, str | None]]:
     """Sidecar items file: item id → (task, subject or None). CSV, JSON list or JSONL."""
     path = Path(path)
@@ -186,7 +195,7 @@ def read_responses(path: str | Path, items_file: str | Path | None = None) -> Re
     try:
         values = df.iloc[:, 1:].apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: non-numeric response ({exc})") from None
+        raise DataError(f"{path}: non-numeric response ({_first_non_numeric(df)}{exc})") from None
     return ResponseMatrix(
         tuple(df["model"].astype(str)),
         items,

@@ -45,10 +45,11 @@ class Merger:
         self.cfg = cfg
         self.operator: MergeOperator = get_operator(cfg.merge.operator)
         self.space = GenomeSpace.from_config(cfg)
+        trust = cfg.models.trust_remote_code
         model = load_causal_lm(
-            cfg.models.base, parse_dtype(cfg.models.dtype), cfg.evaluation.device
+            cfg.models.base, parse_dtype(cfg.models.dtype), cfg.evaluation.device, trust
         )
-        self.tokenizer = load_tokenizer(cfg.models.base)
+        self.tokenizer = load_tokenizer(cfg.models.base, trust)
         self.endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
         self.endpoints.prepare(self.operator)
         self._groups: dict[tuple[str, int], dict[str, str]] = {}
@@ -58,7 +59,11 @@ class Merger:
         return self.endpoints.model
 
     def merge(self, recipe: Mapping) -> None:
-        """Write the recipe's merge into the live model, in place."""
+        """Write the recipe's merge into the live model, in place; NaN/Inf weights raise."""
+        self._apply(recipe)
+        check_finite(self.endpoints.params)
+
+    def _apply(self, recipe: Mapping) -> None:
         n = self.endpoints.n_models
         if "groups" not in recipe:
             self.endpoints.apply(self.operator, self.operator.resolve(recipe["params"], n))
@@ -95,6 +100,29 @@ class Merger:
             device=e.device,
             max_length=getattr(self.model.config, "max_position_embeddings", None),
         )
+
+
+@torch.no_grad()
+def check_finite(params: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``FloatingPointError`` naming the first tensor with NaN or Inf entries.
+
+    A merge that overflows (fp16, extreme coefficients) would otherwise be evaluated as a
+    silently broken model, or exported. One read pass and one device sync for all tensors.
+    """
+    names = list(params)
+    if not names:
+        return
+    # Fast path: a tensor's sum is NaN/Inf when any entry is, and summing allocates nothing
+    # the size of the tensor (``isfinite(p).all()`` would write a full bool mask per tensor).
+    sums = torch.stack([params[n].sum(dtype=torch.float32) for n in names])
+    if bool(torch.isfinite(sums).all()):
+        return
+    for name in names:  # rare: find the tensor (a finite tensor whose sum overflowed passes)
+        bad = int((~torch.isfinite(params[name])).sum())
+        if bad:
+            raise FloatingPointError(
+                f"merged tensor {name!r} has {bad} NaN/Inf values of {params[name].numel()}"
+            )
 
 
 class Fitness:

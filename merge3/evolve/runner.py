@@ -9,7 +9,6 @@ already in ``run.sqlite`` are read back instead of being evaluated again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +19,13 @@ from pymoo.problems.static import StaticProblem
 from merge3.analysis import front_csv, front_of
 from merge3.config import RunConfig, dump_config, load_config
 from merge3.data.tasks import Task
-from merge3.errors import DataError, RunDirError
+from merge3.errors import DataError
 from merge3.evolve.algorithms import make_algorithm
 from merge3.evolve.calibrate import prepare_estimation
+from merge3.evolve.executor import Executor, check_executor, make_executor
 from merge3.evolve.final import finalize
-from merge3.evolve.fitness import Fitness, Merger
+from merge3.evolve.fitness import Merger
+from merge3.evolve.generation import FailureGuard, evaluate_generation
 from merge3.evolve.problem import MergeProblem
 from merge3.evolve.progress import Reporter, SilentReporter
 from merge3.evolve.tasks import load_tasks
@@ -50,6 +51,7 @@ def start_search(
     cfg = load_config(config_path)
     run = RunDir(run_dir)
     run.check_new()
+    check_executor(cfg)
     prepare_assets(cfg)
     tasks = load_tasks(cfg)
     for name, task in tasks.items():
@@ -69,6 +71,7 @@ def resume_search(run_dir: str | Path, reporter: Reporter | None = None) -> RunD
     """Continue a run from its newest intact checkpoint; stored candidates are not re-evaluated."""
     run = RunDir(run_dir).require()
     cfg = load_config(run.config_path)
+    check_executor(cfg)
     prepare_assets(cfg)
     tasks = load_tasks(cfg)
     _run(run, cfg, Merger(cfg), tasks, reporter or SilentReporter())
@@ -79,25 +82,37 @@ def _run(
     run: RunDir, cfg: RunConfig, merger: Merger, tasks: Mapping[str, Task], reporter: Reporter
 ) -> None:
     """Estimation set-up (cached in the run), then the search, then the final evaluation."""
+    run.remove_leftovers()  # temporary files of writes that a kill interrupted
     store = run.store()
+    executor: Executor | None = None
     try:
         estimation = prepare_estimation(run, cfg, merger, tasks, store, reporter)
-        fitness = Fitness.build(cfg, merger, tasks, estimation.anchors, estimation.estimator)
-        fitness.on_items = reporter.items
-        _search(run, cfg, fitness, store, reporter)
+        executor = make_executor(
+            cfg, merger, tasks, estimation.anchors, estimation.estimator, reporter.items
+        )
+        _search(run, cfg, merger, executor, store, reporter)
+        executor.close()
         reporter.phase("final evaluation on the test split and export of the best merge")
         test_items = {name: t.items("test") for name, t in tasks.items() if t.items("test")}
         finalize(run, cfg, merger, store, tasks, test_items)
     finally:
+        if executor is not None:
+            executor.close()
         reporter.finish()
         store.close()
 
 
 def _search(
-    run: RunDir, cfg: RunConfig, fitness: Fitness, store: CandidateStore, reporter: Reporter
+    run: RunDir,
+    cfg: RunConfig,
+    merger: Merger,
+    executor: Executor,
+    store: CandidateStore,
+    reporter: Reporter,
 ) -> None:
     names = cfg.objective_names
-    problem = MergeProblem(fitness.space.lower, fitness.space.upper, len(names))
+    space = merger.space
+    problem = MergeProblem(space.lower, space.upper, len(names))
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
         done = 0
@@ -110,62 +125,36 @@ def _search(
         algorithm = state["algorithm"]
     best: dict[str, float] = {}
     for row in store:
-        best = _better(best, row.objectives)
+        if not row.failed:
+            best = _better(best, row.objectives)
+    guard = FailureGuard(cfg.search.max_consecutive_failures, run.path)
+
+    def on_row(row: CandidateRow, was_stored: bool) -> None:
+        nonlocal best
+        if not row.failed:
+            best = _better(best, row.objectives)
+        elif not was_stored:
+            first_line = row.error.splitlines()[0] if row.error else ""
+            reporter.phase(
+                f"generation {row.generation + 1}, candidate {row.index} failed: {first_line}"
+            )
+        reporter.candidate(best, was_stored)
+
     reporter.start(cfg.search.generations, done)
     while done < cfg.search.generations:
         population = algorithm.ask()
         genomes = population.get("X")
-        reused = sum(store.get(done, i) is not None for i in range(len(genomes)))
+        reused = sum(
+            (r := store.get(done, i)) is not None and not r.failed for i in range(len(genomes))
+        )
         reporter.generation(done, len(genomes), reused)
-        F = np.empty((len(genomes), len(names)))
-        for i, genome in enumerate(genomes):
-            row, was_stored = _evaluate_or_read(store, fitness, done, i, genome)
-            F[i] = [-row.objectives[n] for n in names]
-            best = _better(best, row.objectives)
-            reporter.candidate(best, was_stored)
+        rows = evaluate_generation(store, space, executor, guard, done, genomes, names, on_row)
+        F = np.array([[-row.objectives[n] for n in names] for row in rows], dtype=float)
         Evaluator().eval(StaticProblem(problem, F=F), population)
         algorithm.tell(infills=population)
         done += 1
         run.save_checkpoint(done, {"algorithm": algorithm, "generation": done})
-        atomic_write_text(
-            run.front_path, front_csv(front_of(store, names), names, fitness.space.names)
-        )
-
-
-def _evaluate_or_read(
-    store: CandidateStore, fitness: Fitness, generation: int, index: int, genome: np.ndarray
-) -> tuple[CandidateRow, bool]:
-    stored = store.get(generation, index)
-    if stored is not None:
-        if stored.genome != genome.tolist():
-            raise RunDirError(
-                f"{store.path}: candidate {index} of generation {generation} differs from the one "
-                "stored; the config, data or merge3 version changed since the run started"
-            )
-        return stored, True
-    same = store.find_recipe(fitness.space.decode(genome))
-    if same is not None:  # another genome already decoded to this recipe: same merge, same result
-        row = replace(
-            same,
-            generation=generation,
-            index=index,
-            genome=genome.tolist(),
-            timings={"reused": 1.0},
-        )
-    else:
-        ev = fitness(genome)
-        row = CandidateRow(
-            generation,
-            index,
-            genome.tolist(),
-            ev.recipe,
-            ev.objectives,
-            ev.anchor_correct,
-            ev.estimates,
-            ev.timings,
-        )
-    store.add(row)
-    return row, False
+        atomic_write_text(run.front_path, front_csv(front_of(store, names), names, space.names))
 
 
 def _better(best: Mapping[str, float], objectives: Mapping[str, float]) -> dict[str, float]:

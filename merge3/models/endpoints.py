@@ -119,7 +119,9 @@ class Endpoints:
             name: torch.empty((n, *p.shape), dtype=task_vector_dtype or p.dtype, device=p.device)
             for name, p in params.items()
         }
+        base_cfg = model.config.to_dict() if hasattr(model, "config") else {}
         for t, (ep_name, folder) in enumerate(endpoint_dirs.items()):
+            _check_config(base_cfg, "the base", folder)
             with TensorReader(folder) as reader:
                 for name, p in params.items():
                     key = name
@@ -249,12 +251,15 @@ def _fit_shape(theta: torch.Tensor, p: torch.Tensor, name: str, ep_name: str) ->
 
 def check_same_architecture(base_dir: str | Path, endpoint_dir: str | Path) -> None:
     """Endpoints must share the base's architecture (model type and layer count)."""
-    base_cfg = _read_config(base_dir)
+    _check_config(_read_config(base_dir), f"the base {base_dir}", endpoint_dir)
+
+
+def _check_config(base_cfg: Mapping[str, Any], base: str, endpoint_dir: str | Path) -> None:
     ep_cfg = _read_config(endpoint_dir)
     for key in ("model_type", "num_hidden_layers", "hidden_size"):
         if key in base_cfg and key in ep_cfg and base_cfg[key] != ep_cfg[key]:
             raise ModelError(
-                f"{endpoint_dir}: {key} is {ep_cfg[key]!r} but the base {base_dir} has "
+                f"{endpoint_dir}: {key} is {ep_cfg[key]!r} but {base} has "
                 f"{base_cfg[key]!r}: endpoints must be fine-tunes of the base"
             )
 
@@ -262,6 +267,9 @@ def check_same_architecture(base_dir: str | Path, endpoint_dir: str | Path) -> N
 def _read_config(folder: str | Path) -> dict[str, Any]:
     path = check_model_dir(folder) / "config.json"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: malformed config.json ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: malformed config.json (not a JSON object)")
+    return data

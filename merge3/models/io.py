@@ -100,8 +100,12 @@ class TensorReader:
         self.close()
 
 
-def load_causal_lm(path: str | Path, dtype: torch.dtype, device: str = "cpu"):
-    """Load a causal LM from a local folder (no remote code) in ``dtype`` on ``device``."""
+def load_causal_lm(
+    path: str | Path, dtype: torch.dtype, device: str = "cpu", trust_remote_code: bool = False
+):
+    """Load a causal LM from a local folder in ``dtype`` on ``device``: safetensors weights
+    only, and no Python code from the folder unless ``trust_remote_code`` (config:
+    ``models.trust_remote_code``) turns it on."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -110,19 +114,25 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype, device: str = "cpu"):
     safetensors_files(path)  # fail early and clearly if the weights are not safetensors
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, trust_remote_code=False, local_files_only=True
+            str(path),
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            local_files_only=True,
+            use_safetensors=True,  # never fall back to a pickled pytorch_model.bin
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load as a causal LM ({exc})") from None
     return model.to(device).eval()
 
 
-def load_tokenizer(path: str | Path):
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     path = check_model_dir(path)
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load its tokenizer ({exc})") from None
     if tok.pad_token is None:
