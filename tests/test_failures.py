@@ -235,3 +235,24 @@ def test_ray_executor_without_the_extra_is_one_clear_line(tiny_dir, tmp_path, mo
         "merge3: error: search.executor: ray needs the ray extra: pip install 'merge3[ray]'"
     )
     assert not (tmp_path / "run").exists()  # checked before anything is written
+
+
+def test_a_distributed_driver_frees_its_models_during_the_search(reference, tmp_path, monkeypatch):
+    # With a worker executor the driver's resident models are released before the workers
+    # start and rebuilt for the final evaluation: one copy per device at a time, same results.
+    from merge3.evolve import runner as runner_module
+    from merge3.evolve.executor import InProcessExecutor
+    from merge3.evolve.fitness import Fitness, Merger
+
+    loaded_while_searching = []
+
+    def worker_executor(cfg, merger, tasks, anchors, estimator, on_items=None):
+        loaded_while_searching.append(merger.loaded)
+        worker = Merger(cfg)  # what each Ray worker builds for itself
+        return InProcessExecutor(Fitness.build(cfg, worker, tasks, anchors, estimator))
+
+    monkeypatch.setattr(runner_module, "make_executor", worker_executor)
+    run_dir = start_search(write_config(tmp_path, executor="ray"), tmp_path / "run").path
+    assert loaded_while_searching == [False]
+    assert stored(run_dir) == stored(reference)  # the final test evaluation reloaded the models
+    assert front_of_run(run_dir) == front_of_run(reference)

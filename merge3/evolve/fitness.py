@@ -7,6 +7,7 @@ forward passes over the anchors.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,14 +46,46 @@ class Merger:
         self.cfg = cfg
         self.operator: MergeOperator = get_operator(cfg.merge.operator)
         self.space = GenomeSpace.from_config(cfg)
-        trust = cfg.models.trust_remote_code
-        model = load_causal_lm(
-            cfg.models.base, parse_dtype(cfg.models.dtype), cfg.evaluation.device, trust
-        )
-        self.tokenizer = load_tokenizer(cfg.models.base, trust)
-        self.endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
-        self.endpoints.prepare(self.operator)
+        self.tokenizer = load_tokenizer(cfg.models.base, cfg.models.trust_remote_code)
         self._groups: dict[tuple[str, int], dict[str, str]] = {}
+        self._endpoints: Endpoints | None = None
+        self._load()  # now, so that a bad model folder fails before a run directory exists
+
+    def _load(self) -> None:
+        cfg = self.cfg
+        model = load_causal_lm(
+            cfg.models.base,
+            parse_dtype(cfg.models.dtype),
+            cfg.evaluation.device,
+            cfg.models.trust_remote_code,
+        )
+        endpoints = Endpoints.from_folders(model, cfg.models.endpoints)
+        endpoints.prepare(self.operator)
+        self._endpoints = endpoints
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """The resident base, task vectors and live model; loaded again after :meth:`release`."""
+        if self._endpoints is None:
+            self._load()
+        assert self._endpoints is not None
+        return self._endpoints
+
+    @property
+    def loaded(self) -> bool:
+        return self._endpoints is not None
+
+    def release(self) -> None:
+        """Free the resident models while workers hold their own (a distributed search).
+
+        Otherwise the driver's (T + 2) model copies would sit beside a worker's on the same
+        GPU or host for the whole search; they come back on the next use (the final
+        evaluation), built exactly as before.
+        """
+        self._endpoints = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     @property
     def model(self):

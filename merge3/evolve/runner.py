@@ -87,6 +87,8 @@ def _run(
     executor: Executor | None = None
     try:
         estimation = prepare_estimation(run, cfg, merger, tasks, store, reporter)
+        if cfg.search.executor != "in_process":
+            merger.release()  # the workers hold the models during the search; one copy at a time
         executor = make_executor(
             cfg, merger, tasks, estimation.anchors, estimation.estimator, reporter.items
         )
