@@ -73,13 +73,13 @@ def test_trust_remote_code_is_off_unless_the_config_turns_it_on(tiny_dir, tmp_pa
     cfg = load_config(tmp_path / "off.yaml")
     assert cfg.models.trust_remote_code is False
     Merger(cfg)
-    assert seen == [("AutoModelForCausalLM", False), ("AutoTokenizer", False)]
+    assert sorted(seen) == [("AutoModelForCausalLM", False), ("AutoTokenizer", False)]
 
     seen.clear()
     data["models"]["trust_remote_code"] = True
     (tmp_path / "on.yaml").write_text(yaml.safe_dump(data))
     Merger(load_config(tmp_path / "on.yaml"))
-    assert seen == [("AutoModelForCausalLM", True), ("AutoTokenizer", True)]
+    assert sorted(seen) == [("AutoModelForCausalLM", True), ("AutoTokenizer", True)]
 
 
 def test_no_unsafe_deserialisation_in_the_package():
