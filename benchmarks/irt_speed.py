@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from merge3.estimate.ability import fit_abilities, fit_mixing
 from merge3.estimate.irt import TwoPL
 from merge3.estimate.responses import ResponseMatrix
 from merge3.estimate.synthetic import make_world
+from merge3.results_md import replace_section
 
 OUT = Path(__file__).parent / "results" / "irt_speed.json"
 RESULTS = Path(__file__).parents[1] / "experiments" / "RESULTS.md"
@@ -64,12 +64,7 @@ def write_results(r: dict) -> None:
         END,
     ]
     text = "\n".join(lines)
-    old = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
-    if START in old:
-        old = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
-    else:
-        old = old.rstrip() + "\n\n" + text + "\n"
-    RESULTS.write_text(old)
+    replace_section(RESULTS, START, END, text)
 
 
 def heldout_ll(p: np.ndarray, Y: np.ndarray, held: np.ndarray) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -30,6 +29,7 @@ from merge3.demo.groups import DEMO_GROUPS, split_groups
 from merge3.demo.mmlu_source import mmlu_jsonl
 from merge3.evaluate.multiple_choice import MultipleChoiceEvaluator
 from merge3.models.io import load_causal_lm, load_tokenizer
+from merge3.results_md import replace_section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 START, END = "<!-- demo_experts:start -->", "<!-- demo_experts:end -->"
@@ -114,12 +114,7 @@ def write_results(table: list[str], n_test: int, recipe: LoraRecipe, parts, wall
             END,
         ]
     )
-    old = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
-    if START in old:
-        old = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
-    else:
-        old = old.rstrip() + "\n\n" + text + "\n"
-    RESULTS.write_text(old)
+    replace_section(RESULTS, START, END, text)
     print(f"wrote {RESULTS}")
 
 

@@ -14,7 +14,6 @@ gmpirt's λ. True accuracy = mean true P(correct) over a task's items. Every row
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from merge3.estimate.estimators import mix_weight
 from merge3.estimate.responses import ResponseMatrix
 from merge3.estimate.synthetic import make_world, merges
 from merge3.extract import METHODS, extract
+from merge3.results_md import replace_section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 START, END = "<!-- estimator_accuracy:start -->", "<!-- estimator_accuracy:end -->"
@@ -277,12 +277,7 @@ def main() -> None:
     print(text)
     if args.no_write or args.quick:
         return
-    old = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
-    if START in old:
-        old = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
-    else:
-        old = old.rstrip() + "\n\n" + text + "\n"
-    RESULTS.write_text(old)
+    replace_section(RESULTS, START, END, text)
 
 
 if __name__ == "__main__":

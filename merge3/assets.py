@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from merge3.cachedirs import publish_folder
 from merge3.errors import DataError, ModelError
 from merge3.tiny import cache_root
 
@@ -67,11 +68,7 @@ def smollm2_dir(cache: str | Path | None = None) -> Path:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
         (out / "DONE").write_text(SMOLLM2_VERSION + "\n")
-        try:
-            os.replace(out, target)
-        except OSError:
-            if not (target / "DONE").is_file():  # another process finished first: keep theirs
-                raise
+        publish_folder(out, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target

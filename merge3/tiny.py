@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from merge3.cachedirs import publish_folder
+
 VERSION = "tiny-v1"
 TASKS = ("add", "next", "color")
 _COLORS = ("red", "blue", "green", "yellow", "black", "white", "pink", "brown")
@@ -185,12 +187,7 @@ def build_tiny(root: Path | None = None, seed: int = 0, force: bool = False) -> 
         (work / "DONE").write_text(VERSION + "\n")
         if force and target.exists():
             shutil.rmtree(target)
-        try:
-            os.replace(work, target)
-        except OSError:
-            # Another process finished the same build first: theirs is as good as ours.
-            if not (target / "DONE").is_file():
-                raise
+        publish_folder(work, target)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

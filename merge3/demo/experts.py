@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from merge3.cachedirs import publish_folder
 from merge3.data.items import Item
 from merge3.demo.groups import DEMO_GROUPS, split_groups
 from merge3.errors import DataError
@@ -289,10 +289,6 @@ def _save_atomic(model, tokenizer, target: Path, meta: dict) -> None:
         (out / "DONE").write_text(VERSION + "\n")
         if target.exists() and not (target / "DONE").is_file():
             shutil.rmtree(target)  # a stale folder without DONE: replace it
-        try:
-            os.replace(out, target)
-        except OSError:
-            if not (target / "DONE").is_file():  # another process finished first: keep theirs
-                raise
+        publish_folder(out, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)

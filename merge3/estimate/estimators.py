@@ -21,7 +21,7 @@ directly, which matters for mp-IRT, whose errors are correlated with the mean's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -97,13 +97,24 @@ class PIRTEstimator(IRTEstimator):
     name = "pirt"
 
     def _from_theta(self, theta: np.ndarray, correct: Mapping[str, np.ndarray]) -> dict:
+        return self._combine(
+            correct,
+            lambda task, rest: self._probs(theta, rest).mean(axis=1) if rest.size else 0.0,
+        )
+
+    def _combine(
+        self,
+        correct: Mapping[str, np.ndarray],
+        rest_mean: Callable[[str, np.ndarray], np.ndarray | float],
+    ) -> dict:
+        """ℓ·(anchor mean) + (1 − ℓ)·``rest_mean(task, non-anchor indices)`` per task."""
         out = {}
         for task, idx in self._task_idx.items():
             y = _rows(correct, task, len(self._anchor_idx[task]))
             ell = y.shape[1] / len(idx)
-            rest = self._rest_idx[task]
-            pred = self._probs(theta, rest).mean(axis=1) if rest.size else 0.0
-            out[task] = ell * np.nanmean(y, axis=1) + (1 - ell) * pred
+            out[task] = ell * np.nanmean(y, axis=1) + (1 - ell) * rest_mean(
+                task, self._rest_idx[task]
+            )
         return out
 
 
@@ -191,12 +202,7 @@ class MPIRTEstimator(PIRTEstimator):
         # Posterior mean of the pirt accuracy itself (not accuracy at the mean λ): the
         # estimate with the least expected squared error under the prior.
         w = self.posterior_weights(correct)
-        out = {}
-        for task, idx in self._task_idx.items():
-            y = _rows(correct, task, len(self._anchor_idx[task]))
-            ell = y.shape[1] / len(idx)
-            out[task] = ell * np.nanmean(y, axis=1) + (1 - ell) * (w @ self._rest_mean[task])
-        return out
+        return self._combine(correct, lambda task, rest: w @ self._rest_mean[task])
 
     def mixing(self, correct: Mapping[str, np.ndarray]) -> np.ndarray:
         """λ (n_models × J): how much of each endpoint's ability each candidate has."""
