@@ -202,10 +202,11 @@ def _short(value: Any) -> str:
 
 # The verbs of the estimate and evaluate layers live beside them; they need `user_errors`,
 # so they are imported after it is defined.
-from merge3 import cli_estimate, cli_evaluate  # noqa: E402
+from merge3 import cli_demo, cli_estimate, cli_evaluate  # noqa: E402
 
 cli_estimate.add_commands(app)
 cli_evaluate.add_commands(app)
+cli_demo.add_commands(app)
 
 
 def main() -> None:

@@ -180,13 +180,16 @@ class EvaluationConfig(_Section):
     batch_size: int = Field(32, ge=1)
     device: str = "cpu"
     normalize: bool = False
+    response_cache: str | None = None
+    """A folder that keeps the answers of fixed models (endpoints, base, reference merges)
+    across runs, so a second search with the same models and items skips evaluating them."""
 
 
 class RunConfig(_Section):
     """A whole search: models, benchmark, anchors, estimator, merge genome, search, evaluation."""
 
     name: str = "merge3-run"
-    prepare: Literal["tiny"] | None = None
+    prepare: Literal["tiny", "demo"] | None = None
     models: ModelsConfig
     benchmark: BenchmarkConfig
     anchors: AnchorsConfig = AnchorsConfig()
@@ -257,7 +260,17 @@ def _resolve_paths(cfg: RunConfig, base_dir: Path) -> RunConfig:
         update={"tasks": tasks, "data_dir": maybe(cfg.benchmark.data_dir)}
     )
     estimator = cfg.estimator.model_copy(update={"irt_items": maybe(cfg.estimator.irt_items)})
-    return cfg.model_copy(update={"models": models, "benchmark": bench, "estimator": estimator})
+    evaluation = cfg.evaluation.model_copy(
+        update={"response_cache": maybe(cfg.evaluation.response_cache)}
+    )
+    return cfg.model_copy(
+        update={
+            "models": models,
+            "benchmark": bench,
+            "estimator": estimator,
+            "evaluation": evaluation,
+        }
+    )
 
 
 def _check_against_registry(cfg: RunConfig, source: str) -> None:

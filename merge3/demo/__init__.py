@@ -9,6 +9,8 @@ works on a fresh machine with only PyPI reachable (and uses the original sources
 * :mod:`.experts`: the three endpoints the demo merges: LoRA fine-tunes of the base on each
   group's ``finetune`` items, merged back into full weights and cached.
 
-The demo will merge the experts (search: anchors from each group's ``search`` part; report:
-accuracy on the ``test`` parts); that wiring lives elsewhere.
+* :mod:`.prepare`: the cached layout the packaged ``config.yaml`` names (model and expert
+  links, the search/test item files), built by ``merge3 demo`` or by ``prepare: demo``.
+* :mod:`.run` and :mod:`.report`: the command itself (search, then the held-out table beside
+  the base, the experts and untuned merges).
 """

@@ -26,6 +26,7 @@ from merge3.estimate.itembank import ItemBank
 from merge3.estimate.responses import ResponseMatrix
 from merge3.evolve.fitness import Merger
 from merge3.evolve.progress import Reporter
+from merge3.evolve.response_cache import open_cache
 from merge3.extract import AnchorSet, extract, random_anchors, stratified_anchors
 from merge3.runs import CandidateStore, RunDir, atomic_write_text
 
@@ -118,6 +119,15 @@ def reference_responses(
     done = store.references()
     models = _reference_models(cfg, merger)
     todo = [(n, what) for n, what in models if n not in done]
+    cache = open_cache(cfg)
+    if todo and cache is not None:  # answers kept from an earlier run with the same models
+        keys = {n: cache.key(what, _all_search(tasks)) for n, what in todo}
+        for name, _ in todo:
+            hit = cache.get(keys[name])
+            if hit is not None:
+                store.add_reference(name, hit[0].tolist(), hit[1])
+        done = store.references()
+        todo = [(n, what) for n, what in todo if n not in done]
     if todo:
         reporter.phase(f"evaluating {len(todo)} reference models on the full search split for IRT")
         evaluators = {
@@ -125,18 +135,16 @@ def reference_responses(
         }
         for name, what in todo:
             t0 = time.perf_counter()
-            if isinstance(what, int):
-                merger.load_endpoint(what)
-            elif what is None:
-                merger.endpoints.restore_base()
-            else:
-                merger.merge(what)
+            load_reference(merger, what)
             parts, total = [], sum(len(ev.items) for ev in evaluators.values())
             for ev in evaluators.values():
                 parts.append(ev(merger.model))
                 reporter.items(sum(map(len, parts)), total)
             correct = np.concatenate(parts)
-            store.add_reference(name, correct.tolist(), time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            store.add_reference(name, correct.tolist(), seconds)
+            if cache is not None:
+                cache.put(cache.key(what, _all_search(tasks)), correct, seconds)
         done = store.references()
     items = [i for task in tasks.values() for i in task.items("search")]
     values = np.array([done[n][0] for n, _ in models], dtype=float)
@@ -148,6 +156,21 @@ def reference_responses(
         tuple(i.metadata.get("subject") for i in items),
         source="reference responses",
     )
+
+
+def load_reference(merger: Merger, what: dict | int | None) -> None:
+    """Write a reference model into the live model: endpoint ``j``, the base, or a recipe."""
+    if isinstance(what, int):
+        merger.load_endpoint(what)
+    elif what is None:
+        merger.endpoints.restore_base()
+    else:
+        merger.merge(what)
+
+
+def _all_search(tasks: Mapping[str, Task]) -> list[tuple[Task, list]]:
+    """Every task's search items, in the order of a reference response row."""
+    return [(task, task.items("search")) for task in tasks.values()]
 
 
 def item_bank(

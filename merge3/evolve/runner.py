@@ -33,22 +33,28 @@ from merge3.runs import CandidateRow, CandidateStore, RunDir, atomic_write_text
 
 
 def prepare_assets(cfg: RunConfig) -> None:
-    """Build what the config says it can build (the bundled tiny setting) when it is missing."""
+    """Build what the config says it can build (the bundled tiny setting, the demo's models
+    and items) when it is missing."""
     if cfg.prepare == "tiny":
         from merge3.tiny import build_tiny
 
         build_tiny()
+    elif cfg.prepare == "demo":
+        from merge3.demo.prepare import ensure_demo
+
+        ensure_demo()
 
 
 def start_search(
-    config_path: str | Path, run_dir: str | Path, reporter: Reporter | None = None
+    config: str | Path | RunConfig, run_dir: str | Path, reporter: Reporter | None = None
 ) -> RunDir:
     """Validate everything, then create the run directory and search.
 
+    ``config``: a YAML file, or a config already parsed (``merge3 demo`` edits its own).
     All checks that can fail on user input (config, model folders, item files, anchor counts)
     run before the run directory is created, so a mistake leaves nothing behind.
     """
-    cfg = load_config(config_path)
+    cfg = config if isinstance(config, RunConfig) else load_config(config)
     run = RunDir(run_dir)
     run.check_new()
     check_executor(cfg)
