@@ -171,7 +171,7 @@ def test_a_small_demo_end_to_end_then_again_from_the_caches(smollm2, tmp_path, m
         "ties d=0.2",
     ]
     merge3_rows = [r for r in rows if r.kind == "merge3"]
-    assert 1 <= len(merge3_rows) <= 3
+    assert 1 <= len(merge3_rows) <= 4  # the front of 4 candidates
     for r in rows:
         assert set(r.test) == set(DEMO_GROUPS)
         assert all(0.0 <= v <= 1.0 for v in r.test.values())

@@ -2,7 +2,8 @@
 
 Rows: the base, each expert, three untuned merges (the operators' published defaults, not
 tuned on anything: a uniform average, task arithmetic with λ = 0.4, TIES with density 0.2 and
-λ = 1) and the search's final candidates (``final.top_k`` best by mean estimated accuracy).
+λ = 1) and the search's final candidates (its Pareto front, ranked by mean estimated accuracy;
+or the ``final.top_k`` best).
 Columns: accuracy on each group's ``test`` items, which neither the experts' training nor the
 search ever read, and their mean. Baselines are evaluated on the run's resident models (no
 reloading) and kept in the response cache, so a second demo evaluates only the new merges.
