@@ -16,6 +16,7 @@ from merge3.config import RunConfig
 from merge3.data.items import Item
 from merge3.data.tasks import Task
 from merge3.evolve.fitness import Merger
+from merge3.evolve.progress import Reporter, SilentReporter
 from merge3.export import export_merge
 from merge3.runs import CandidateRow, CandidateStore, RunDir
 
@@ -35,18 +36,27 @@ def finalize(
     store: CandidateStore,
     tasks: Mapping[str, Task],
     test_items: Mapping[str, Sequence[Item]],
+    reporter: Reporter | None = None,
 ) -> None:
     chosen = final_candidates(list(store), cfg)
     if not chosen:
         return
+    reporter = reporter or SilentReporter()
     done = store.finals()
     todo = [r for r in chosen if (r.generation, r.index) not in done]
     if test_items and todo:
         evaluators = {t: merger.evaluator(tasks[t], items) for t, items in test_items.items()}
-        for row in todo:
+        per_model = sum(len(items) for items in test_items.values())
+        reporter.phase(f"re-scoring {len(todo)} candidates on {per_model} held-out test items")
+        for k, row in enumerate(todo):
             t0 = time.perf_counter()
             merger.merge(row.recipe)
-            accuracy = {t: float(np.nanmean(ev(merger.model))) for t, ev in evaluators.items()}
+            accuracy = {}
+            for t, ev in evaluators.items():
+                accuracy[t] = float(np.nanmean(ev(merger.model)))
+                reporter.items(
+                    k * per_model + sum(len(test_items[u]) for u in accuracy), len(todo) * per_model
+                )
             store.add_final(
                 row.generation, row.index, accuracy, {"test_s": time.perf_counter() - t0}
             )

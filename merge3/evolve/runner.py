@@ -102,7 +102,7 @@ def _run(
         executor.close()
         reporter.phase("final evaluation on the test split and export of the best merge")
         test_items = {name: t.items("test") for name, t in tasks.items() if t.items("test")}
-        finalize(run, cfg, merger, store, tasks, test_items)
+        finalize(run, cfg, merger, store, tasks, test_items, reporter)
     finally:
         if executor is not None:
             executor.close()
