@@ -96,8 +96,11 @@ def demo_rows(
     bar = tqdm(todo.items(), desc="baselines on the test items", disable=not progress)
     for label, (kind, what) in bar:
         test, missing = {}, []
-        for name, task in tasks.items():
-            hit = cache.get(cache.key(what, [(task, task.items("test"))])) if cache else None
+        keys = (
+            {n: cache.key(what, [(t, t.items("test"))]) for n, t in tasks.items()} if cache else {}
+        )
+        for name in tasks:
+            hit = cache.get(keys[name]) if cache else None
             if hit is None:
                 missing.append(name)
             else:
@@ -112,8 +115,7 @@ def demo_rows(
                 t0 = time.perf_counter()
                 correct = np.asarray(evaluators[name](merger_.model), float)
                 if cache is not None:
-                    key = cache.key(what, [(task, task.items("test"))])
-                    cache.put(key, correct, time.perf_counter() - t0)
+                    cache.put(keys[name], correct, time.perf_counter() - t0)
                 test[name] = float(np.nanmean(correct))
         test = {name: test[name] for name in tasks}
         rows.append(Row(label, kind, test, recipe=what if isinstance(what, dict) else None))
