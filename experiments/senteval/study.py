@@ -97,14 +97,12 @@ class Bench:
         self._sync()
         return time.perf_counter() - t0
 
-    @torch.no_grad()
     def load_endpoint(self, task: str | None) -> None:
         """Endpoint ``task`` itself (θ₀ + τ_task), or the base when ``task`` is None."""
-        i = None if task is None else self.tasks.index(task)
-        for name, p in self.endpoints.params.items():
-            p.copy_(self.endpoints.base[name])
-            if i is not None:
-                p.add_(self.endpoints.task_vectors[name][i])
+        if task is None:
+            self.endpoints.restore_base()
+        else:
+            self.endpoints.load_endpoint(self.tasks.index(task))
         self._sync()
 
     def evaluator(self, items: Mapping[str, Sequence[Item]]) -> ClassificationEvaluator:

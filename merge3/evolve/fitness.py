@@ -116,11 +116,9 @@ class Merger:
             self._groups[key] = assign(self.endpoints.params, mode, blocks)
         return self._groups[key]
 
-    @torch.no_grad()
     def load_endpoint(self, index: int) -> None:
         """Write endpoint ``index`` itself (θ₀ + τ_j) into the live model."""
-        for name, p in self.endpoints.params.items():
-            p.data.copy_(self.endpoints.base[name]).add_(self.endpoints.task_vectors[name][index])
+        self.endpoints.load_endpoint(index)
 
     def evaluator(self, task: Task, items: Sequence[Item]):
         """The evaluator ``task`` needs, with the run's settings (tokenises ``items`` now)."""

@@ -221,6 +221,12 @@ class Endpoints:
         for name, p in self.params.items():
             p.data.copy_(self.base[name])
 
+    @torch.no_grad()
+    def load_endpoint(self, index: int) -> None:
+        """Write endpoint ``index`` itself (θ₀ + τ_j) into the live model."""
+        for name, p in self.params.items():
+            p.data.copy_(self.base[name]).add_(self.task_vectors[name][index])
+
 
 def _same_operator(a: MergeOperator, b: MergeOperator) -> bool:
     return a is b or (type(a) is type(b) and vars(a) == vars(b))
