@@ -29,6 +29,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/merge3 demo
 
+# Every benchmark in turn (benchmarks/run_all.py: --only, --skip, --quick, --report-only), then
+# results/summary.json and the generated summary table at the top of benchmarks/README.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,14 +1,20 @@
 """IRT speed, side by side with py-irt in one run, on the same data; prints ratios.
 
-Data: D = 2 multidimensional 2PL, 400 models × 10,000 items (4 tasks), 10% of the responses
-held out. Both libraries fit a D = 2 2PL on the rest; held-out log-likelihood is computed on the
-held-out responses (abilities and item parameters as fitted). Then: MAP abilities of 1,000
-candidates from 100 anchors (and mp-IRT mixing weights over 3 endpoints).
+Data: D = 2 multidimensional 2PL, 200 models × 4,000 items (4 tasks) by default, 10% of the
+responses held out. Both libraries fit a D = 2 2PL on the rest, alternately (merge3, py-irt,
+merge3, py-irt, … ``--reps`` times each, same data and seed) so that both see the same machine
+load; medians of each and the ratio of the medians are reported. Held-out log-likelihood is
+computed on the held-out responses (abilities and item parameters as fitted; deterministic per
+seed). Then: MAP abilities of 1,000 candidates from 100 anchors (and mp-IRT mixing weights over
+3 endpoints).
 
-    .venv/bin/python benchmarks/irt_speed.py [--pyirt-epochs N] [--models M --items I]
+    .venv/bin/python benchmarks/irt_speed.py [--reps N] [--pyirt-epochs N] [--models M --items I]
 
-py-irt is optional (extra ``pyirt``); without it the py-irt columns are skipped and said so.
-Writes ``benchmarks/results/irt_speed.json``.
+The defaults fit ``make bench`` (≈ 10 min on 2 cores); the earlier single-fit run used
+``--models 400 --items 10000`` (py-irt ≈ 29 min per fit there). py-irt is optional (extra
+``pyirt``; ``benchmarks/run_all.py`` installs it beside the venv); without it the py-irt columns
+are skipped and said so. Writes ``benchmarks/results/irt_speed.json`` (``--out``) and this
+benchmark's section of ``experiments/RESULTS.md`` (not with ``--no-write``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,26 +43,40 @@ START, END = "<!-- irt_speed:start -->", "<!-- irt_speed:end -->"
 
 def write_results(r: dict) -> None:
     """Replace this benchmark's section of experiments/RESULTS.md with the numbers of ``r``."""
+    reps = r.get("reps", 1)
+    med = " (median)" if reps > 1 else ""
+
+    def each(key: str) -> str:
+        return " / ".join(f"{t:.1f}" for t in r.get(f"{key}_times_s", [r[f"{key}_s"]]))
+
     lines = [
         START,
         "## IRT speed (issue #4): `benchmarks/irt_speed.py`",
         "",
-        f"D = 2 2PL on {r['models']} × {r['items']} synthetic responses, 10% held out; 2 CPU "
-        f"cores shared with other work (1-min load average {r['load_avg_1min_start']:.1f} at the "
-        f"start, {r['load_avg_1min_end']:.1f} at the end), so CPU time is the steadier figure.",
+        f"D = 2 2PL on {r['models']} × {r['items']} synthetic responses, 10% held out; "
+        + (
+            f"medians of {reps} alternated reps (merge3, py-irt, merge3, …; same data and seed). "
+            if reps > 1
+            else "one fit each. "
+        )
+        + f"2 CPU cores shared with other work (1-min load average "
+        f"{r['load_avg_1min_start']:.1f} at the start, {r['load_avg_1min_end']:.1f} at the end), "
+        "so CPU time is the steadier figure.",
         "",
-        "| | wall s | CPU s | held-out log-lik |",
-        "|---|---|---|---|",
+        f"| | wall s{med} | wall s per rep | CPU s{med} | held-out log-lik |",
+        "|---|---|---|---|---|",
         f"| merge3 (Pyro MAP, {r['merge3_steps']} steps) | {r['merge3_fit_s']:.1f} | "
-        f"{r['merge3_fit_cpu_s']:.1f} | {r['merge3_heldout_ll']:.4f} |",
+        f"{each('merge3_fit')} | {r['merge3_fit_cpu_s']:.1f} | {r['merge3_heldout_ll']:.4f} |",
     ]
     if "pyirt_fit_s" in r:
         lines += [
             f"| py-irt multidim_2pl ({r['pyirt_epochs']} epochs) | {r['pyirt_fit_s']:.1f} | "
-            f"{r['pyirt_fit_cpu_s']:.1f} | {r['pyirt_heldout_ll']:.4f} |",
-            f"| true parameters | | | {r['truth_heldout_ll']:.4f} |",
+            f"{each('pyirt_fit')} | {r['pyirt_fit_cpu_s']:.1f} | {r['pyirt_heldout_ll']:.4f} |",
+            f"| true parameters | | | | {r['truth_heldout_ll']:.4f} |",
             "",
-            f"py-irt / merge3: {r['speedup']:.1f}× wall time, {r['speedup_cpu']:.1f}× CPU time.",
+            f"py-irt / merge3{' (ratio of the medians)' if med else ''}: "
+            f"{r['speedup']:.1f}× wall time, "
+            f"{r['speedup_cpu']:.1f}× CPU time.",
         ]
     lines += [
         "",
@@ -93,19 +115,34 @@ def fit_pyirt(
     return elapsed, cpu, 1 / (1 + np.exp(-(theta @ bank.alpha.T - bank.beta)))
 
 
+def pyirt_missing(no_pyirt: bool) -> str | None:
+    """Why py-irt will not run, or None when it is importable."""
+    if no_pyirt:
+        return "--no-pyirt"
+    try:
+        import py_irt  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", type=int, default=400)
-    ap.add_argument("--items", type=int, default=10_000)
+    ap.add_argument("--models", type=int, default=200)
+    ap.add_argument("--items", type=int, default=4000)
+    ap.add_argument("--reps", type=int, default=3, help="alternated fits of each library")
     ap.add_argument("--pyirt-epochs", type=int, default=2000, help="py-irt's default is 2000")
     ap.add_argument("--no-pyirt", action="store_true")
+    ap.add_argument("--out", type=Path, default=OUT, help="results JSON")
     ap.add_argument("--from-json", action="store_true", help="only rewrite RESULTS.md from JSON")
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = ap.parse_args()
+    if args.reps < 1:
+        ap.error("--reps must be at least 1")
     if args.from_json:
-        write_results(json.loads(OUT.read_text()))
+        write_results(json.loads(args.out.read_text()))
         return
-    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}", flush=True)
 
     rng = np.random.default_rng(0)
     world = make_world(items_per_task=args.items // 4, seed=0)
@@ -113,47 +150,75 @@ def main() -> None:
     Y = world.sample(theta, rng)
     held = rng.random(Y.shape) < 0.1
     train = np.where(held, np.nan, Y)
-    result: dict = {"models": args.models, "items": args.items, "heldout_fraction": 0.1}
-
+    result: dict = {
+        "models": args.models,
+        "items": args.items,
+        "heldout_fraction": 0.1,
+        "reps": args.reps,
+        "order": "alternated: merge3, py-irt, merge3, py-irt, ...",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "command": "benchmarks/irt_speed.py " + " ".join(sys.argv[1:]),
+    }
     result["load_avg_1min_start"] = os.getloadavg()[0]
-    t0, c0 = time.perf_counter(), time.process_time()
-    fit = TwoPL(dims=2, seed=0).fit(train)
-    result["merge3_fit_s"] = time.perf_counter() - t0
-    result["merge3_fit_cpu_s"] = time.process_time() - c0
-    result["merge3_steps"] = fit.n_iter_
-    result["merge3_heldout_ll"] = heldout_ll(fit.predict_proba(), Y, held)
     result["truth_heldout_ll"] = heldout_ll(world.prob(theta), Y, held)
-    print(
-        f"merge3 2PL D=2 fit: {result['merge3_fit_s']:.1f} s (CPU {result['merge3_fit_cpu_s']:.1f}"
-        f" s, load {result['load_avg_1min_start']:.1f}), held-out LL "
-        f"{result['merge3_heldout_ll']:.4f} (true parameters {result['truth_heldout_ll']:.4f})"
-    )
-
-    try:
-        if args.no_pyirt:
-            raise ImportError("--no-pyirt")
-        import py_irt  # noqa: F401
-
+    missing = pyirt_missing(args.no_pyirt)
+    if missing:
+        print(f"py-irt not run ({missing}); install the extra `pyirt` to compare", flush=True)
+    runs: dict[str, list[float]] = {}
+    for rep in range(args.reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fit = TwoPL(dims=2, seed=0).fit(train)
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ll = heldout_ll(fit.predict_proba(), Y, held)
+        for key, v in (("merge3_s", secs), ("merge3_cpu", cpu), ("merge3_ll", ll)):
+            runs.setdefault(key, []).append(v)
+        print(
+            f"rep {rep}: merge3 2PL D=2 fit {secs:.1f} s (CPU {cpu:.1f} s, load "
+            f"{os.getloadavg()[0]:.1f}), held-out LL {ll:.4f} (true parameters "
+            f"{result['truth_heldout_ll']:.4f})",
+            flush=True,
+        )
+        if missing:
+            continue
         secs, cpu, p = fit_pyirt(Y, ~held, args.pyirt_epochs, 0)
+        ll = heldout_ll(p, Y, held)
+        for key, v in (("pyirt_s", secs), ("pyirt_cpu", cpu), ("pyirt_ll", ll)):
+            runs.setdefault(key, []).append(v)
+        print(
+            f"rep {rep}: py-irt multidim_2pl ({args.pyirt_epochs} epochs) {secs:.1f} s "
+            f"(CPU {cpu:.1f} s, load {os.getloadavg()[0]:.1f}), held-out LL {ll:.4f}",
+            flush=True,
+        )
+
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    result.update(
+        merge3_fit_s=med["merge3_s"],
+        merge3_fit_times_s=runs["merge3_s"],
+        merge3_fit_cpu_s=med["merge3_cpu"],
+        merge3_fit_cpu_times_s=runs["merge3_cpu"],
+        merge3_steps=fit.n_iter_,
+        merge3_heldout_ll=med["merge3_ll"],
+        merge3_heldout_lls=runs["merge3_ll"],
+    )
+    if not missing:
         result.update(
-            pyirt_fit_s=secs,
-            pyirt_fit_cpu_s=cpu,
+            pyirt_fit_s=med["pyirt_s"],
+            pyirt_fit_times_s=runs["pyirt_s"],
+            pyirt_fit_cpu_s=med["pyirt_cpu"],
+            pyirt_fit_cpu_times_s=runs["pyirt_cpu"],
             pyirt_epochs=args.pyirt_epochs,
-            pyirt_heldout_ll=heldout_ll(p, Y, held),
-        )
-        result["speedup"] = secs / result["merge3_fit_s"]
-        result["speedup_cpu"] = cpu / result["merge3_fit_cpu_s"]
-        print(
-            f"py-irt multidim_2pl ({args.pyirt_epochs} epochs): {secs:.1f} s (CPU {cpu:.1f} s), "
-            f"held-out LL {result['pyirt_heldout_ll']:.4f}"
+            pyirt_heldout_ll=med["pyirt_ll"],
+            pyirt_heldout_lls=runs["pyirt_ll"],
+            speedup=med["pyirt_s"] / med["merge3_s"],
+            speedup_cpu=med["pyirt_cpu"] / med["merge3_cpu"],
         )
         print(
-            f"ratio py-irt / merge3: wall time {result['speedup']:.1f}x, CPU time "
-            f"{result['speedup_cpu']:.1f}x; held-out LL difference merge3 − py-irt: "
-            f"{result['merge3_heldout_ll'] - result['pyirt_heldout_ll']:+.4f}"
+            f"medians of {args.reps}: merge3 {med['merge3_s']:.1f} s, py-irt "
+            f"{med['pyirt_s']:.1f} s; ratio py-irt / merge3: wall time {result['speedup']:.1f}x, "
+            f"CPU time {result['speedup_cpu']:.1f}x; held-out LL difference merge3 − py-irt: "
+            f"{result['merge3_heldout_ll'] - result['pyirt_heldout_ll']:+.4f}",
+            flush=True,
         )
-    except ImportError as exc:
-        print(f"py-irt not run ({exc}); install the extra `pyirt` to compare")
 
     # Abilities of 1,000 candidates from 100 anchors (25 per task), batched.
     anchors = np.concatenate(
@@ -175,9 +240,9 @@ def main() -> None:
         f"mp-IRT λ (J = 3, simplex): {result['mixing_1000x100_J3_s']:.3f} s"
     )
     result["load_avg_1min_end"] = os.getloadavg()[0]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2))
-    print(f"wrote {OUT}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
     if not args.no_write:
         write_results(result)
 
