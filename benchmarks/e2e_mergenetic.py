@@ -61,6 +61,7 @@ OUT = Path(__file__).parent / "results" / "e2e_mergenetic.json"
 WORKER = Path(__file__).parent / "mergenetic_worker.py"
 BENCH = "arc"  # mergenetic's estimator only accepts Open LLM Leaderboard scenario names
 TARGET = 5.0
+PREVIEW = 200  # characters of each generated answer kept in the results JSON
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -120,11 +121,11 @@ def tiny_benchmarks(bank) -> dict:
     }
 
 
-def first_generation(cfg, space, n: int) -> np.ndarray:
+def first_generation(space, n: int, seed: int, n_obj: int) -> np.ndarray:
     """merge3's first NSGA-II generation (seeded), with λ set to 1 where λ is a gene."""
-    problem = MergeProblem(space.lower, space.upper, len(cfg.objective_names))
-    algorithm = make_algorithm("nsga2", n, cfg.search.seed, len(cfg.objective_names))
-    algorithm.setup(problem, seed=cfg.search.seed)
+    problem = MergeProblem(space.lower, space.upper, n_obj)
+    algorithm = make_algorithm("nsga2", n, seed, n_obj)
+    algorithm.setup(problem, seed=seed)
     genomes = np.array(algorithm.ask().get("X"), dtype=float)
     for k, gene in enumerate(space.genes):
         if gene.parameter == "lambda":
@@ -292,7 +293,7 @@ def main() -> None:
     print(f"mergenetic set-up (process, imports, problem): {mergenetic_setup_s:.1f} s")
 
     space = merger.space
-    genomes = first_generation(cfg, space, args.candidates)
+    genomes = first_generation(space, args.candidates, cfg.search.seed, len(cfg.objective_names))
     answers = {t: list(v["answer"]) for t, v in json.loads(setup.read_text())["search"].items()}
     rows = []
     try:
@@ -322,6 +323,10 @@ def main() -> None:
                         for x, a in zip(theirs["extracted"][t], answers[t], strict=True)
                     ]
                     for t in answers
+                }
+                theirs["predictions"] = {  # the first characters say enough (up to 1024 tokens)
+                    t: [text[:PREVIEW] for text in texts]
+                    for t, texts in theirs["predictions"].items()
                 }
                 line += (
                     f", mergenetic {theirs['wall_s']:.1f} s (merge {theirs['merge_s']:.1f}, "

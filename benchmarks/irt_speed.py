@@ -155,7 +155,7 @@ def main() -> None:
         "items": args.items,
         "heldout_fraction": 0.1,
         "reps": args.reps,
-        "order": "alternated: merge3, py-irt, merge3, py-irt, ...",
+        "order": "alternated: merge3, py-irt, merge3, py-irt, ...; rep k fits with seed k",
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "command": "benchmarks/irt_speed.py " + " ".join(sys.argv[1:]),
     }
@@ -165,9 +165,10 @@ def main() -> None:
     if missing:
         print(f"py-irt not run ({missing}); install the extra `pyirt` to compare", flush=True)
     runs: dict[str, list[float]] = {}
+    failures: list[dict] = []
     for rep in range(args.reps):
         t0, c0 = time.perf_counter(), time.process_time()
-        fit = TwoPL(dims=2, seed=0).fit(train)
+        fit = TwoPL(dims=2, seed=rep).fit(train)
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         ll = heldout_ll(fit.predict_proba(), Y, held)
         for key, v in (("merge3_s", secs), ("merge3_cpu", cpu), ("merge3_ll", ll)):
@@ -180,7 +181,16 @@ def main() -> None:
         )
         if missing:
             continue
-        secs, cpu, p = fit_pyirt(Y, ~held, args.pyirt_epochs, 0)
+        t0 = time.perf_counter()
+        try:
+            secs, cpu, p = fit_pyirt(Y, ~held, args.pyirt_epochs, rep)
+        except (ValueError, RuntimeError) as exc:  # py-irt's SVI can diverge to NaN
+            first = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            failures.append(
+                {"rep": rep, "seed": rep, "s": time.perf_counter() - t0, "error": first}
+            )
+            print(f"rep {rep}: py-irt failed after {failures[-1]['s']:.1f} s: {first}", flush=True)
+            continue
         ll = heldout_ll(p, Y, held)
         for key, v in (("pyirt_s", secs), ("pyirt_cpu", cpu), ("pyirt_ll", ll)):
             runs.setdefault(key, []).append(v)
@@ -200,7 +210,9 @@ def main() -> None:
         merge3_heldout_ll=med["merge3_ll"],
         merge3_heldout_lls=runs["merge3_ll"],
     )
-    if not missing:
+    if failures:
+        result["pyirt_failures"] = failures
+    if not missing and "pyirt_s" in runs:
         result.update(
             pyirt_fit_s=med["pyirt_s"],
             pyirt_fit_times_s=runs["pyirt_s"],
@@ -213,7 +225,8 @@ def main() -> None:
             speedup_cpu=med["pyirt_cpu"] / med["merge3_cpu"],
         )
         print(
-            f"medians of {args.reps}: merge3 {med['merge3_s']:.1f} s, py-irt "
+            f"medians of {args.reps} (py-irt: {len(runs['pyirt_s'])} that converged): merge3 "
+            f"{med['merge3_s']:.1f} s, py-irt "
             f"{med['pyirt_s']:.1f} s; ratio py-irt / merge3: wall time {result['speedup']:.1f}x, "
             f"CPU time {result['speedup_cpu']:.1f}x; held-out LL difference merge3 − py-irt: "
             f"{result['merge3_heldout_ll'] - result['pyirt_heldout_ll']:+.4f}",

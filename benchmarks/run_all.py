@@ -118,6 +118,22 @@ def ensure_pyirt() -> Path | None:
     return target
 
 
+def previous_runs(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The records of the benchmarks that ran in earlier invocations (last summary.json in
+    ``out_dir``), so that a partial rerun (``--only``) or ``--report-only`` still says how and
+    when each results file was made."""
+    try:
+        record = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    when = record.get("machine", {}).get("utc")
+    kept = {}
+    for name, run in (record.get("runs") or {}).items():
+        if run.get("status") == "ok":  # skipped, absent or failed ones say nothing now
+            kept[name] = {**run, "when": run.get("when", when)}
+    return kept
+
+
 def command(bench: Bench, out_dir: Path, quick: bool) -> list[str] | None:
     """The argv of one run, writing its JSON into ``out_dir``; None in quick mode when the script
     lacks ``--out`` or one of its quick options (it would overwrite results or run in full)."""
@@ -177,6 +193,7 @@ def run_one(bench: Bench, out_dir: Path, log_dir: Path, quick: bool) -> dict[str
         "rc": rc,
         "wall_s": wall,
         "started": started,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "argv": argv[1:],
         "log": str(log),
     }
@@ -236,11 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"make bench ({mode}): outputs in {out_dir}", flush=True)
 
     runs: dict[str, dict[str, Any]] = {}
-    if not args.report_only:
+    earlier = previous_runs(out_dir) if not args.quick else {}
+    if args.report_only:
+        runs = earlier
+    else:
         chosen = args.only or list(NAMES)
         for bench in BENCHES:
             if bench.name not in chosen or bench.name in args.skip:
-                runs[bench.name] = {"status": "skipped (--only/--skip)"}
+                # its results file (if any) is from an earlier run: keep that run's record
+                runs[bench.name] = earlier.get(bench.name, {"status": "skipped (--only/--skip)"})
             elif bench.gpu_only and not gpu:
                 print(f"{bench.name}: skipped (no GPU: torch.cuda unavailable)", flush=True)
                 runs[bench.name] = {"status": "skipped: no GPU"}

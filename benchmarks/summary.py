@@ -218,6 +218,12 @@ def irt_speed_rows(data: Mapping[str, Any], name: str = "irt_speed") -> list[Row
     reps = data.get("reps")
     how = f"median of {reps} alternated" if reps else "1 fit each"
     ll = f"held-out LL merge3 {data['merge3_heldout_ll']:.4f}"
+    failed = data.get("pyirt_failures") or []
+    if failed:
+        nan = all("invalid values" in f["error"] or "nan" in f["error"] for f in failed)
+        why = "diverged to NaN" if nan else f"failed ({failed[0]['error'][:60]})"
+        seeds = ", ".join(str(f["seed"]) for f in failed)
+        ll += f"; py-irt {why} in {len(failed)} of {reps} reps (seed {seeds}): median of the rest"
     if "pyirt_fit_s" not in data:
         return [
             make_row(
@@ -228,7 +234,7 @@ def irt_speed_rows(data: Mapping[str, Any], name: str = "irt_speed") -> list[Row
                 "s",
                 None,
                 target_text="none stated",
-                note=f"py-irt not run; {ll}",
+                note=f"py-irt {'failed in every rep' if failed else 'not run'}; {ll}",
             )
         ]
     return [
@@ -352,8 +358,7 @@ def _value(x: float | None, unit: str) -> str:
 def _ratio(row: Mapping[str, Any]) -> str:
     if row.get("ratio") is None:
         return "–"
-    text = f"{fmt(row['ratio'])}×"
-    return f"{text} ({row['ratio_text']})" if row.get("ratio_text") else text
+    return row.get("ratio_text") or f"{fmt(row['ratio'])}×"
 
 
 def _met(row: Mapping[str, Any]) -> str:
@@ -401,6 +406,7 @@ def render_table(
         done = "; ".join(
             f"{n} {r.get('status', '?')}"
             + (f" ({r['wall_s']:.0f} s)" if r.get("wall_s") is not None else "")
+            + (f" at {r['when']}" if r.get("when") else "")
             for n, r in runs.items()
         )
         lines.append(f"**Runs**: {done}.")

@@ -237,3 +237,35 @@ def test_run_all_quick_commands_stay_out_of_results_and_failures_are_rows(tmp_pa
     assert notes["merge_7b"] == "skipped: no GPU (torch.cuda unavailable)"
     assert notes["e2e_mergenetic"] == "not run: no e2e_mergenetic.json"
     assert [r["ratio"] for r in rows if r["benchmark"] == "irt_speed"] == [30.0]
+
+
+def test_irt_row_says_when_pyirt_diverged():
+    data = irt_speed_json()
+    data["reps"] = 3
+    data["pyirt_failures"] = [
+        {"rep": 0, "seed": 0, "s": 42.0, "error": "ValueError: ... found invalid values:"}
+    ]
+    (irt,) = summary.rows_for("irt_speed", data)
+    assert "diverged to NaN in 1 of 3 reps (seed 0)" in irt["note"]
+    assert irt["ratio"] == data["speedup"]
+
+
+def test_partial_rerun_keeps_the_earlier_runs_records(tmp_path: Path):
+    run_all = _load("run_all")
+    earlier = {
+        "machine": {"utc": "2026-01-01 00:00:00 UTC"},
+        "runs": {
+            "merge_speed": {"status": "ok", "rc": 0, "wall_s": 294.0},
+            "eval_speed": {"status": "ok", "rc": 0, "wall_s": 5.0, "when": "2026-01-02 UTC"},
+            "irt_speed": {"status": "failed, exit 1", "rc": 1, "wall_s": 50.0},
+            "merge_7b": {"status": "skipped: no GPU"},
+        },
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(earlier))
+    kept = run_all.previous_runs(tmp_path)
+    assert set(kept) == {"merge_speed", "eval_speed"}  # failed and skipped runs say nothing now
+    assert kept["merge_speed"]["when"] == "2026-01-01 00:00:00 UTC"
+    assert kept["eval_speed"]["when"] == "2026-01-02 UTC"
+    text = summary.render_table([], {"cpu_model": "x", "nproc": 2}, kept)
+    assert "merge_speed ok (294 s) at 2026-01-01 00:00:00 UTC" in text
+    assert run_all.previous_runs(tmp_path / "absent") == {}
