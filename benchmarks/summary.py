@@ -81,6 +81,22 @@ def fmt(x: float | None) -> str:
 # --- rows per benchmark ----------------------------------------------------------------------
 
 
+def limit_row(name: str, comparison: str, entry: Mapping[str, Any], reps: int) -> Row:
+    """(a) merge3 against (c) the one-pass limit, target (a)/(c) ≤ 3 (merge_speed, merge_7b)."""
+    return make_row(
+        name,
+        comparison,
+        entry["median_s"],
+        entry["limit_median_s"],
+        "s",
+        entry["limit_median_s"] / entry["median_s"],
+        target=1 / 3,
+        target_text="≤ 3× the limit",
+        ratio_text=f"(a)/(c) = {entry['ratio_vs_limit']:.2f}",
+        note=f"median of {reps}; precompute {entry['prepare_s']:.1f} s",
+    )
+
+
 def merge_speed_rows(data: Mapping[str, Any], name: str = "merge_speed") -> list[Row]:
     """Per operator: (a)/(c) ≤ 3 against the one-pass limit, and (b)/(a) ≥ 30 against mergekit
     (paired medians: each mergekit candidate is followed by merge3 on the same candidate)."""
@@ -91,17 +107,11 @@ def merge_speed_rows(data: Mapping[str, Any], name: str = "merge_speed") -> list
         m3 = entry["merge3"]
         reps = setup.get("reps", len(m3.get("times_s", [])))
         rows.append(
-            make_row(
+            limit_row(
                 name,
                 f"merge per candidate, {op} {dtype}: (a) merge3 vs (c) one-pass limit",
-                m3["median_s"],
-                m3["limit_median_s"],
-                "s",
-                m3["limit_median_s"] / m3["median_s"],
-                target=1 / 3,
-                target_text="≤ 3× the limit",
-                ratio_text=f"(a)/(c) = {m3['ratio_vs_limit']:.2f}",
-                note=f"median of {reps}; precompute {m3['prepare_s']:.1f} s",
+                m3,
+                reps,
             )
         )
         if "mergekit" not in entry:
@@ -257,21 +267,11 @@ def merge_7b_rows(data: Mapping[str, Any], name: str = "merge_7b") -> list[Row]:
     """Per operator on the 7B-shaped bf16 model: (a)/(c) ≤ 3 against the one-pass limit."""
     rows: list[Row] = []
     for op, r in data.get("operators", {}).items():
-        rows.append(
-            make_row(
-                name,
-                f"merge per candidate, {op} bf16, {data.get('shape', '7b')} on "
-                f"{data.get('device', '?')}: (a) merge3 vs (c) one-pass limit",
-                r["median_s"],
-                r["limit_median_s"],
-                "s",
-                r["limit_median_s"] / r["median_s"],
-                target=1 / 3,
-                target_text="≤ 3× the limit",
-                ratio_text=f"(a)/(c) = {r['ratio_vs_limit']:.2f}",
-                note=f"median of {len(r.get('times_s', []))}; precompute {r['prepare_s']:.1f} s",
-            )
+        comparison = (
+            f"merge per candidate, {op} bf16, {data.get('shape', '7b')} on "
+            f"{data.get('device', '?')}: (a) merge3 vs (c) one-pass limit"
         )
+        rows.append(limit_row(name, comparison, r, len(r.get("times_s", []))))
     return rows
 
 
