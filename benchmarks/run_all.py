@@ -7,7 +7,7 @@ run. At the end the rows of every ``results/*.json`` (see ``summary.py``), the m
 load at start and end go to ``results/summary.json`` and to the generated section of
 ``benchmarks/README.md``, and the table is printed.
 
-    .venv/bin/python benchmarks/run_all.py                      # everything (≈ 40 min on 2 cores)
+    .venv/bin/python benchmarks/run_all.py                      # everything (≈ 65 min on 2 cores)
     .venv/bin/python benchmarks/run_all.py --only irt_speed     # a subset
     .venv/bin/python benchmarks/run_all.py --report-only        # rebuild table and README only
     .venv/bin/python benchmarks/run_all.py --quick              # smoke run, writes to a temp dir
