@@ -55,13 +55,14 @@ def write_results(r: dict) -> None:
         "",
         f"D = 2 2PL on {r['models']} × {r['items']} synthetic responses, 10% held out; "
         + (
-            f"medians of {reps} alternated reps (merge3, py-irt, merge3, …; same data and seed). "
+            f"medians of {reps} alternated reps (merge3, py-irt, merge3, …; same data, rep k "
+            "fits with seed k in both libraries). "
             if reps > 1
             else "one fit each. "
         )
-        + f"2 CPU cores shared with other work (1-min load average "
-        f"{r['load_avg_1min_start']:.1f} at the start, {r['load_avg_1min_end']:.1f} at the end), "
-        "so CPU time is the steadier figure.",
+        + f"2 CPU cores (1-min load average {r['load_avg_1min_start']:.1f} at the start, "
+        f"{r['load_avg_1min_end']:.1f} at the end; on a shared box CPU time is the steadier "
+        "figure).",
         "",
         f"| | wall s{med} | wall s per rep | CPU s{med} | held-out log-lik |",
         "|---|---|---|---|---|",
@@ -74,6 +75,16 @@ def write_results(r: dict) -> None:
             f"{each('pyirt_fit')} | {r['pyirt_fit_cpu_s']:.1f} | {r['pyirt_heldout_ll']:.4f} |",
             f"| true parameters | | | | {r['truth_heldout_ll']:.4f} |",
             "",
+            *(
+                [
+                    f"py-irt diverged in rep {f['rep']} (seed {f['seed']}) after {f['s']:.0f} s: "
+                    f"{f['error'].rstrip(':')} (NaN); its median is over the other reps."
+                    for f in r.get("pyirt_failures", [])
+                ]
+                + [""]
+                if r.get("pyirt_failures")
+                else []
+            ),
             f"py-irt / merge3{' (ratio of the medians)' if med else ''}: "
             f"{r['speedup']:.1f}× wall time, "
             f"{r['speedup_cpu']:.1f}× CPU time.",
