@@ -126,6 +126,20 @@ def fit_pyirt(
     return elapsed, cpu, 1 / (1 + np.exp(-(theta @ bank.alpha.T - bank.beta)))
 
 
+def fit_stats(tool: str, runs: dict[str, list[float]]) -> dict:
+    """One library's fits: median and per-rep wall time, CPU time and held-out log-likelihood."""
+    out = {}
+    for key, median_name, list_name in (
+        ("s", "fit_s", "fit_times_s"),
+        ("cpu", "fit_cpu_s", "fit_cpu_times_s"),
+        ("ll", "heldout_ll", "heldout_lls"),
+    ):
+        values = runs[f"{tool}_{key}"]
+        out[f"{tool}_{median_name}"] = statistics.median(values)
+        out[f"{tool}_{list_name}"] = values
+    return out
+
+
 def pyirt_missing(no_pyirt: bool) -> str | None:
     """Why py-irt will not run, or None when it is importable."""
     if no_pyirt:
@@ -212,26 +226,13 @@ def main() -> None:
         )
 
     med = {k: statistics.median(v) for k, v in runs.items()}
-    result.update(
-        merge3_fit_s=med["merge3_s"],
-        merge3_fit_times_s=runs["merge3_s"],
-        merge3_fit_cpu_s=med["merge3_cpu"],
-        merge3_fit_cpu_times_s=runs["merge3_cpu"],
-        merge3_steps=fit.n_iter_,
-        merge3_heldout_ll=med["merge3_ll"],
-        merge3_heldout_lls=runs["merge3_ll"],
-    )
+    result.update(fit_stats("merge3", runs), merge3_steps=fit.n_iter_)
     if failures:
         result["pyirt_failures"] = failures
     if not missing and "pyirt_s" in runs:
         result.update(
-            pyirt_fit_s=med["pyirt_s"],
-            pyirt_fit_times_s=runs["pyirt_s"],
-            pyirt_fit_cpu_s=med["pyirt_cpu"],
-            pyirt_fit_cpu_times_s=runs["pyirt_cpu"],
+            fit_stats("pyirt", runs),
             pyirt_epochs=args.pyirt_epochs,
-            pyirt_heldout_ll=med["pyirt_ll"],
-            pyirt_heldout_lls=runs["pyirt_ll"],
             speedup=med["pyirt_s"] / med["merge3_s"],
             speedup_cpu=med["pyirt_cpu"] / med["merge3_cpu"],
         )
