@@ -262,6 +262,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--keep-workdir", action="store_true")
     args = ap.parse_args()
+    if not 1 <= args.mergenetic_candidates <= args.candidates:
+        ap.error("--mergenetic-candidates must be between 1 and --candidates")
     os.environ.update(OFFLINE)
     machine_start = describe()
     python = ensure_venv()
