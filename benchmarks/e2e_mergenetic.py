@@ -38,8 +38,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe  # noqa: E402
@@ -54,6 +52,7 @@ from merge3.evolve.fitness import Fitness, Merger  # noqa: E402
 from merge3.evolve.problem import MergeProblem  # noqa: E402
 from merge3.evolve.progress import SilentReporter  # noqa: E402
 from merge3.evolve.tasks import load_tasks  # noqa: E402
+from merge3.models.io import TensorReader  # noqa: E402
 from merge3.runs import RunDir  # noqa: E402
 from merge3.tiny import cache_root  # noqa: E402
 
@@ -141,19 +140,23 @@ def as_mergenetic(space, genome: np.ndarray) -> list[float]:
 
 
 def weight_gap(folder: Path, model) -> dict[str, float]:
-    """How far mergenetic's merged folder is from merge3's live model (same candidate)."""
-    theirs: dict[str, torch.Tensor] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        theirs.update(load_file(str(f)))
-    worst, num, den = 0.0, 0.0, 0.0
-    for name, p in model.state_dict().items():
-        if name not in theirs:
-            continue
-        ours, other = p.float(), theirs[name].float()
-        worst = max(worst, float((ours - other).abs().max()))
-        num += float((ours - other).pow(2).sum())
-        den += float(ours.pow(2).sum())
-    return {"max_abs": worst, "rel_fro": (num / den) ** 0.5 if den else 0.0}
+    """How far mergenetic's merged folder is from merge3's live model (same candidate).
+
+    Tensors the folder lacks (a tied ``lm_head``) are skipped; how many were compared is kept,
+    so a folder that shares no names with the model cannot pass as identical."""
+    worst, num, den, compared = 0.0, 0.0, 0.0, 0
+    with TensorReader(folder) as theirs:
+        for name, p in model.state_dict().items():
+            if name not in theirs:
+                continue
+            ours, other = p.float(), theirs.get(name).float()
+            worst = max(worst, float((ours - other).abs().max()))
+            num += float((ours - other).pow(2).sum())
+            den += float(ours.pow(2).sum())
+            compared += 1
+    if not compared:
+        raise RuntimeError(f"{folder}: no tensor in common with merge3's model")
+    return {"max_abs": worst, "rel_fro": (num / den) ** 0.5, "tensors": compared}
 
 
 class Worker:

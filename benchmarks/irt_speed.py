@@ -10,7 +10,7 @@ seed). Then: MAP abilities of 1,000 candidates from 100 anchors (and mp-IRT mixi
 
     .venv/bin/python benchmarks/irt_speed.py [--reps N] [--pyirt-epochs N] [--models M --items I]
 
-The defaults fit ``make bench`` (≈ 10 min on 2 cores); the earlier single-fit run used
+The defaults fit ``make bench`` (274 s on 2 cores, 2026-12-05); the earlier single-fit run used
 ``--models 400 --items 10000`` (py-irt ≈ 29 min per fit there). py-irt is optional (extra
 ``pyirt``; ``benchmarks/run_all.py`` installs it beside the venv); without it the py-irt columns
 are skipped and said so. Writes ``benchmarks/results/irt_speed.json`` (``--out``) and this

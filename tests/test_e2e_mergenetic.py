@@ -174,3 +174,29 @@ def test_summary_is_the_ratio_of_paired_medians():
         rows, 10.0, 7.0, {}, SimpleNamespace(eval_batch_size=5, smoke_max_new_tokens=4)
     )
     assert smoke["smoke"] and all("SMOKE" in s["note"] for s in smoke["summary"])
+
+
+def test_weight_gap_compares_the_shared_tensors_and_refuses_a_disjoint_folder(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    model = torch.nn.Linear(3, 2)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    (tmp_path / "same").mkdir()
+    (tmp_path / "same" / "config.json").write_text("{}")  # a model folder, as mergekit writes
+    save_file({"weight": state["weight"]}, str(tmp_path / "same" / "model.safetensors"))
+    gap = e2e.weight_gap(tmp_path / "same", model)
+    assert gap == {"max_abs": 0.0, "rel_fro": 0.0, "tensors": 1}  # bias absent: skipped
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved" / "config.json").write_text("{}")  # a model folder, as mergekit writes
+    moved = state["weight"].clone()
+    moved[0, 0] += 0.5
+    save_file({"weight": moved, "bias": state["bias"]}, str(tmp_path / "moved" / "x.safetensors"))
+    gap = e2e.weight_gap(tmp_path / "moved", model)
+    assert gap["tensors"] == 2 and gap["max_abs"] == pytest.approx(0.5)
+    assert gap["rel_fro"] > 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text("{}")  # a model folder, as mergekit writes
+    save_file({"unrelated": moved}, str(tmp_path / "other" / "model.safetensors"))
+    with pytest.raises(RuntimeError, match="no tensor in common"):
+        e2e.weight_gap(tmp_path / "other", model)
